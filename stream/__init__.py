@@ -1,0 +1,3 @@
+"""Real-time customer-journey clickstream processor."""
+
+__version__ = "0.1.0"

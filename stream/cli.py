@@ -1,0 +1,246 @@
+"""`clickstream`: run the pipeline, its parts, and the tools around it."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+
+import click
+
+from stream import config, logs
+from stream.config import Settings, SettingsError
+
+
+def _settings() -> Settings:
+    settings = config.load()
+    secrets = tuple(settings.write_keys) + ((settings.admin_token,) if settings.admin_token else ())
+    logs.setup(settings.log_level, secrets)
+    return settings
+
+
+def _roles_option(default: str = "collector,processor,sink,api"):
+    return click.option(
+        "--roles",
+        default=default,
+        show_default=True,
+        help="Comma-separated roles for this worker: collector, processor, sink, api.",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="clickstream-journeys")
+def cli() -> None:
+    """Real-time customer-journey clickstream processor.
+
+    Settings come from environment variables (see README, "Settings").
+    """
+
+
+@cli.command()
+@_roles_option()
+@click.option("--simulate", is_flag=True, help="Feed the pipeline with simulated storefront traffic.")
+@click.option("--rate", default=50.0, show_default=True, help="Simulated events per second.")
+def run(roles: str, simulate: bool, rate: float) -> None:
+    """The whole pipeline in the foreground, on the embedded defaults when unconfigured."""
+    from rich.console import Console
+
+    from stream.broker import EmbeddedBroker
+    from stream.roles import parse_roles
+    from stream.supervisor import Supervisor, create_topics_sync, install_stop_handlers
+
+    settings = _settings()
+    console = Console(stderr=True)
+    started = time.monotonic()
+    broker = None
+    if settings.embedded_broker:
+        broker = EmbeddedBroker(settings.broker_port)
+        broker.start()
+        console.print(f"[green]embedded broker[/] on 127.0.0.1:{settings.broker_port} (memory only)")
+    supervisor = None
+    stop = threading.Event()
+    install_stop_handlers(stop.set)
+    try:
+        created = create_topics_sync(settings)
+        if created:
+            console.print(f"created {len(created)} topics with {settings.partitions} partitions")
+        supervisor = Supervisor(settings, _parse(parse_roles, roles))
+        supervisor.start()
+
+        def ready(child):
+            console.print(f"[green]ready[/] {child.name} ({time.monotonic() - started:.1f}s)")
+
+        if supervisor.wait_ready(60.0, ready):
+            console.print(_urls(settings, time.monotonic() - started))
+        elif not stop.is_set():
+            console.print("[red]a process failed to start; see the log above[/]")
+            raise SystemExit(1)
+        if simulate:
+            _start_simulation(settings, rate, stop)
+        watcher = threading.Thread(target=supervisor.watch, daemon=True)
+        watcher.start()
+        while not stop.is_set() and not supervisor.stopping:
+            stop.wait(0.5)
+    finally:
+        console.print("stopping...")
+        if supervisor is not None:
+            supervisor.stop()
+        if broker is not None:
+            broker.stop()
+
+
+@cli.command()
+@_roles_option()
+def worker(roles: str) -> None:
+    """A worker joining the Kafka cluster in KAFKA_BOOTSTRAP_SERVERS (no embedded broker).
+
+    Several can run side by side and share partitions.
+    """
+    from stream.roles import parse_roles, process_groups, run_group
+    from stream.supervisor import Supervisor, create_topics_sync, install_stop_handlers
+
+    settings = _settings()
+    wanted = _parse(parse_roles, roles)
+    create_topics_sync(settings)
+    groups = process_groups(wanted)
+    if len(groups) == 1:  # one process: run it here (a SIGKILL then really kills the worker)
+        run_group(groups[0], settings)
+        return
+    supervisor = Supervisor(settings, wanted)
+    install_stop_handlers(lambda: setattr(supervisor, "stopping", True))
+    supervisor.start()
+    try:
+        supervisor.watch()
+    finally:
+        supervisor.stop()
+
+
+@cli.command(hidden=True)
+@click.argument("group")
+def role(group: str) -> None:
+    """Run one process group (used by the supervisor)."""
+    from stream.roles import run_group
+
+    run_group(tuple(group.split(",")), _settings())
+
+
+@cli.command()
+def broker() -> None:
+    """The embedded broker alone, in the foreground, with the project's topics created."""
+    from stream.broker import EmbeddedBroker
+    from stream.supervisor import create_topics_sync, install_stop_handlers
+
+    settings = _settings()
+    embedded = EmbeddedBroker(settings.broker_port)
+    stop = threading.Event()
+    install_stop_handlers(stop.set)
+    embedded.start()
+    try:
+        create_topics_sync(settings)
+        click.echo(f"broker ready on 127.0.0.1:{settings.broker_port}", err=True)
+        while not stop.is_set() and embedded.process and embedded.process.poll() is None:
+            stop.wait(0.5)
+    finally:
+        embedded.stop()
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply the pending ClickHouse migrations from schemas/clickhouse/ (idempotent)."""
+    from stream.sink.clickhouse import connect
+    from stream.sink.migrate import apply
+
+    settings = _settings()
+    applied = apply(connect(settings), settings)
+    click.echo(f"applied {len(applied)} migration(s): {', '.join(map(str, applied)) or 'none pending'}")
+
+
+@cli.command()
+@click.option("--rate", default=200.0, show_default=True, help="Events per second (0 = as fast as possible).")
+@click.option("--visitors", default=1000, show_default=True, help="Distinct visitors.")
+@click.option("--duration", default=30.0, show_default=True, help="Seconds to run (0 = until Ctrl-C).")
+@click.option("--events", "max_events", default=0, show_default=True, help="Stop after this many events (0 = no limit).")
+@click.option("--seed", default=1, show_default=True, help="Random seed: the same seed sends the same traffic.")
+@click.option("--url", default="", help="Collector base URL (default: http://127.0.0.1:$CLICKSTREAM_HTTP_PORT).")
+@click.option("--to-kafka", is_flag=True, help="Write straight to Kafka instead of posting over HTTP.")
+def simulate(rate: float, visitors: int, duration: float, max_events: int, seed: int, url: str, to_kafka: bool) -> None:
+    """Synthetic storefront traffic: visitors browsing, searching, carting, buying."""
+    from stream.simulate import run_simulation
+
+    settings = _settings()
+    asyncio.run(
+        run_simulation(
+            settings,
+            rate=rate,
+            visitors=visitors,
+            duration=duration,
+            max_events=max_events,
+            seed=seed,
+            url=url or f"http://127.0.0.1:{settings.http_port}",
+            to_kafka=to_kafka,
+        )
+    )
+
+
+@cli.command()
+@click.argument("sql")
+@click.option("--url", default="", help="API base URL (default: http://127.0.0.1:$CLICKSTREAM_API_PORT).")
+def query(sql: str, url: str) -> None:
+    """Run read-only SQL through the query API and print the result as a table."""
+    from stream.api.client import run_query
+
+    settings = _settings()
+    run_query(url or f"http://127.0.0.1:{settings.api_port}", sql, settings.admin_token)
+
+
+def _parse(parser, raw):
+    try:
+        return parser(raw)
+    except ValueError as exc:
+        raise SettingsError(f"--roles: {exc}") from None
+
+
+def _urls(settings: Settings, elapsed: float) -> str:
+    return (
+        f"[bold green]pipeline ready in {elapsed:.1f}s[/]\n"
+        f"  collector   http://127.0.0.1:{settings.http_port}/v1/batch   (tracker: /tracker.js, demo shop: /demo/)\n"
+        f"  query API   http://127.0.0.1:{settings.api_port}/api/v1/funnel\n"
+        f"  metrics     http://127.0.0.1:{settings.http_port}/metrics, http://127.0.0.1:{settings.api_port}/metrics\n"
+        f"  write key   {next(iter(settings.write_keys.values()))!r} source (key from CLICKSTREAM_WRITE_KEYS)\n"
+        "Ctrl-C stops everything."
+    )
+
+
+def _start_simulation(settings: Settings, rate: float, stop: threading.Event) -> None:
+    def target() -> None:
+        from stream.simulate import run_simulation
+
+        asyncio.run(
+            run_simulation(
+                settings,
+                rate=rate,
+                visitors=500,
+                duration=0,
+                max_events=0,
+                seed=int(time.time()),
+                url=f"http://127.0.0.1:{settings.http_port}",
+                to_kafka=False,
+                stop=stop,
+                progress=False,
+            )
+        )
+
+    threading.Thread(target=target, daemon=True).start()
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except SettingsError as exc:
+        click.echo(f"clickstream: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

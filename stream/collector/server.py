@@ -1,0 +1,253 @@
+"""The collector: Segment-compatible tracking API over HTTP, publishing to Kafka.
+
+Each request is decoded and authenticated as a whole (intake), then each event is
+validated on its own: valid events go to `clickstream.events`, invalid ones to
+`clickstream.invalid` with their reasons. The response is sent only after Kafka has
+acknowledged every record of the request, so an answered request is never lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from stream.collector import intake
+from stream.collector.intake import IntakeError
+from stream.collector.normalize import to_record
+from stream.collector.publish import Publisher
+from stream.collector.validate import Validator
+from stream.config import Settings
+from stream.enrich import Enricher
+from stream.records import EventRecord, InvalidRecord
+from stream.telemetry import (
+    EVENTS_ACCEPTED,
+    EVENTS_RECEIVED,
+    EVENTS_REJECTED,
+    REQUEST_LATENCY,
+    REQUESTS_REJECTED,
+    render,
+)
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+ENDPOINTS = ("batch", "track", "page", "identify", "alias", "screen")
+PUBLISHER = web.AppKey("publisher", Publisher)
+
+
+def json_response(payload: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+class Collector:
+    """Turns one HTTP request into published records and a Segment-style answer."""
+
+    def __init__(self, settings: Settings, publisher: Publisher) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.validator = Validator(settings.schemas_dir)
+        self.enricher = Enricher(anonymize_ip=settings.anonymize_ip)
+
+    async def handle(self, request: web.Request, endpoint: str) -> web.Response:
+        started = time.perf_counter()
+        try:
+            response = await self._handle(request, endpoint)
+        except IntakeError as exc:
+            REQUESTS_REJECTED.labels(str(exc.status), exc.code).inc()
+            response = json_response({"success": False, "error": exc.reason}, exc.status)
+        REQUEST_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    async def _handle(self, request: web.Request, endpoint: str) -> web.Response:
+        raw = await _read_body(request)
+        body = intake.parse_json(intake.decode_body(raw, request.headers.get("Content-Encoding", "")))
+        source = intake.resolve_source(
+            request.headers.get("Authorization", ""), body, self.settings.write_keys
+        )
+        calls, shared = intake.split_calls(body, endpoint)
+        received_at = int(time.time() * 1000)
+        ip = request.remote or ""
+        user_agent = request.headers.get("User-Agent", "")
+
+        events: list[EventRecord] = []
+        invalid: list[InvalidRecord] = []
+        errors: list[dict[str, Any]] = []
+        for call in calls:
+            reasons = self._check(call)
+            if not reasons:
+                payload = intake.inherit(call.payload, shared)
+                try:
+                    events.append(
+                        to_record(
+                            payload,
+                            source=source,
+                            received_at_ms=received_at,
+                            ip=ip,
+                            header_user_agent=user_agent,
+                            enricher=self.enricher,
+                        )
+                    )
+                    continue
+                except (ValueError, TypeError, KeyError) as exc:  # never lose the batch for one event
+                    reasons = [f"could not normalize event: {exc}"]
+            record = dead_letter(call.payload, reasons, source, received_at)
+            invalid.append(record)
+            errors.append({"index": call.index, "messageId": record["message_id"], "reasons": reasons})
+
+        EVENTS_RECEIVED.labels(source).inc(len(calls))
+        try:
+            await self.publisher.publish(events, invalid)
+        except Exception as exc:  # noqa: BLE001 - the client must retry; nothing was acknowledged
+            log.warning("kafka publish failed: %s", type(exc).__name__)
+            REQUESTS_REJECTED.labels("503", "kafka").inc()
+            return json_response(
+                {"success": False, "error": "events could not be stored, retry later"}, 503
+            )
+        EVENTS_ACCEPTED.labels(source).inc(len(events))
+        for error in errors:
+            EVENTS_REJECTED.labels(source, _reason_label(error["reasons"])).inc()
+
+        answer: dict[str, Any] = {
+            "success": not errors,
+            "accepted": len(events),
+            "rejected": len(errors),
+        }
+        if errors:
+            answer["errors"] = errors
+        status = 400 if errors and not events else 200
+        return json_response(answer, status)
+
+    def _check(self, call: intake.Call) -> list[str]:
+        if call.size > intake.MAX_EVENT_BYTES:
+            return [f"event is larger than 32 KB ({call.size} bytes)"]
+        return self.validator.validate(call.payload)
+
+
+def dead_letter(payload: Any, reasons: list[str], source: str, received_at: int) -> InvalidRecord:
+    try:
+        text = orjson.dumps(payload).decode()
+    except TypeError:
+        text = repr(payload)
+    message_id = payload.get("messageId") if isinstance(payload, dict) else None
+    if not isinstance(message_id, str) or not message_id:
+        message_id = "invalid-" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return InvalidRecord(
+        received_at=received_at,
+        source=source,
+        reasons=reasons,
+        payload=text,
+        message_id=message_id,
+        stage="collector",
+    )
+
+
+def _reason_label(reasons: list[str]) -> str:
+    """A bounded label for metrics: the field path of the first reason, not its free text."""
+    first = reasons[0] if reasons else "unknown"
+    head = first.split(":", 1)[0].strip()
+    return head[:60] if " " not in head else first.split(" ", 1)[0][:60]
+
+
+async def _read_body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > intake.MAX_REQUEST_BYTES:
+        raise IntakeError(413, "request body is larger than 500 KB", "too_large")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise IntakeError(413, "request body is larger than 500 KB", "too_large") from None
+
+
+@web.middleware
+async def cors(request: web.Request, handler):
+    """CORS for configured storefront origins (browsers post from the shop's own domain)."""
+    settings: Settings = request.app["settings"]
+    origin = request.headers.get("Origin", "")
+    if request.method == "OPTIONS":
+        response: web.StreamResponse = web.Response(status=204)
+    else:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = json_response({"success": False, "error": exc.reason}, exc.status)
+    if origin and ("*" in settings.cors_origins or origin.rstrip("/") in settings.cors_origins):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.headers["Access-Control-Allow-Methods"] = "POST, GET, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = (
+            "Authorization, Content-Type, Content-Encoding"
+        )
+        response.headers["Access-Control-Max-Age"] = "86400"
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+def build_app(settings: Settings, publisher: Publisher) -> web.Application:
+    # client_max_size bounds what aiohttp buffers; our own 500 KB check gives the JSON reason.
+    app = web.Application(middlewares=[cors], client_max_size=intake.MAX_REQUEST_BYTES + 1)
+    app["settings"] = settings
+    app[PUBLISHER] = publisher
+    collector = Collector(settings, publisher)
+
+    for endpoint in ENDPOINTS:
+
+        async def handler(request: web.Request, endpoint: str = endpoint) -> web.Response:
+            return await collector.handle(request, endpoint)
+
+        app.router.add_post(f"/v1/{endpoint}", handler)
+        app.router.add_route("OPTIONS", f"/v1/{endpoint}", handler)
+
+    async def healthz(request: web.Request) -> web.Response:
+        reason = await publisher.healthy()
+        if reason:
+            return json_response({"status": "unavailable", "reason": reason}, 503)
+        return json_response({"status": "ok"})
+
+    async def metrics(request: web.Request) -> web.Response:
+        body, content_type = render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def tracker(request: web.Request) -> web.StreamResponse:
+        path = STATIC_DIR / "tracker.min.js"
+        if not path.exists():
+            path = STATIC_DIR / "tracker.js"
+        if not path.exists():
+            raise web.HTTPNotFound()
+        return web.FileResponse(
+            path,
+            headers={"Content-Type": "application/javascript", "Cache-Control": "public, max-age=300"},
+        )
+
+    async def demo_index(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/demo/index.html")
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/tracker.js", tracker)
+    app.router.add_get("/demo", demo_index)
+    app.router.add_get("/demo/", demo_index)
+    if (STATIC_DIR / "demo").is_dir():
+        app.router.add_static("/demo/", STATIC_DIR / "demo")
+
+    async def on_startup(app: web.Application) -> None:
+        await publisher.start()
+
+    async def on_cleanup(app: web.Application) -> None:
+        await publisher.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+async def serve(settings: Settings, host: str = "0.0.0.0") -> web.AppRunner:
+    """Start the collector on settings.http_port; the caller keeps the runner to stop it."""
+    app = build_app(settings, Publisher(settings))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, settings.http_port, reuse_address=True).start()
+    return runner

@@ -1,0 +1,172 @@
+"""The Faust shell around the engine: topics, the visitor table, one agent and a timer.
+
+Design choices forced by faust-streaming 0.15.3 and the embedded broker
+(see ../shared/notes/faust-on-tansu.md and the sessions issue):
+- one agent, concurrency 1, `take_events` batches: every record is acked in order, a
+  failing record is dead-lettered inside the engine and never escapes the loop;
+- state is one raw-bytes value per visitor, written once per visitor per batch, after
+  the batch's outputs were acknowledged by Kafka: a crash can repeat an output (same
+  idempotency key, deduplicated downstream) but never lose one;
+- timeouts travel as tick records on a control topic co-partitioned with the events,
+  so sessions close inside stream processing and the close is in the changelog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import faust
+from aiokafka.partitioner import murmur2
+
+from stream import topics
+from stream.config import Settings
+from stream.processor.engine import Engine, Record
+from stream.telemetry import EVENT_TIME_LAG, PROCESSING_LATENCY, render
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 5000
+BATCH_WITHIN = 0.1  # seconds: bounds the latency a batch adds
+TICK_SECONDS = 2.0
+IDLE_SECONDS = 5.0
+
+
+def faust_settings(settings: Settings, *, fast_join: bool = True) -> dict:
+    """Faust configuration, tuned per the measurements in faust-on-tansu.md."""
+    store = "memory://"
+    return dict(
+        id=settings.topic(topics.PROCESSOR_APP_ID),
+        broker=[f"kafka://{s}" for s in settings.bootstrap_servers.split(",")],
+        store=store,
+        topic_partitions=settings.partitions,
+        topic_allow_declare=False,  # topics are created up front with the right partitions
+        topic_disable_leader=True,
+        table_standby_replicas=0,
+        producer_linger=0.05,
+        producer_max_batch_size=1024 * 1024,
+        producer_acks=-1,
+        broker_max_poll_records=5000,
+        consumer_max_fetch_size=16 * 1024 * 1024,
+        stream_buffer_maxsize=200_000,
+        broker_session_timeout=6.0 if fast_join else 60.0,
+        broker_heartbeat_interval=1.0 if fast_join else 3.0,
+        broker_commit_every=10_000,
+        broker_commit_interval=1.0,
+        web_enabled=True,
+        web_port=settings.processor_port,
+        web_bind="0.0.0.0",
+        web_tables_enabled=False,  # never publish table contents
+        web_transport=f"tcp://0.0.0.0:{settings.processor_port}",
+        data_dir=str(settings.data_dir / "faust"),
+        logging_config=None,
+    )
+
+
+def create_app(settings: Settings) -> faust.App:
+    app = faust.App(**faust_settings(settings))
+    engine = Engine(settings)
+    events_topic_name = settings.topic(topics.EVENTS)
+    control_topic_name = settings.topic(topics.CONTROL)
+    source = app.topic(
+        events_topic_name,
+        control_topic_name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    control = app.topic(control_topic_name, value_serializer="raw", key_serializer="raw")
+    visitors = app.Table(
+        "visitors",
+        default=None,
+        key_type=str,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        use_partitioner=True,  # written inside take_events, outside per-event context
+    )
+    indexed: set[int] = set()
+
+    @app.agent(source, concurrency=1)
+    async def process(stream):
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            records = [
+                Record(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.value)
+                for e in events
+            ]
+            result = engine.run(records, _loader(visitors))
+            # Outputs first, acknowledged; then state. A crash in between repeats outputs
+            # with the same idempotency keys instead of losing them.
+            if result.outputs:
+                futures = [
+                    await app.producer.send(o.topic, o.key, o.value, None, None, None)
+                    for o in result.outputs
+                ]
+                await asyncio.gather(*futures)
+            for visitor, state in result.states.items():
+                visitors[visitor] = state
+            if result.last_received_at:
+                PROCESSING_LATENCY.observe(max(0.0, time.time() - result.last_received_at / 1000))
+            for partition, clock in engine.clocks.items():
+                if clock.max_ts:
+                    EVENT_TIME_LAG.labels(str(partition)).set(max(0.0, time.time() - clock.max_ts / 1000))
+
+    @app.timer(TICK_SECONDS)
+    async def send_ticks():
+        assigned = [
+            tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic_name
+        ]
+        _index_recovered(engine, visitors, settings.partitions, assigned, indexed)
+        for partition, value in engine.ticks(assigned, IDLE_SECONDS):
+            await control.send(key=b"tick", value=value, partition=partition)
+
+    @app.page("/metrics")
+    async def metrics(web, request):
+        body, content_type = render()
+        return web.bytes(body, content_type=content_type.split(";")[0])
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        return web.json({"status": "ok", "partitions": sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic_name)})
+
+    return app
+
+
+def _loader(table):
+    def load(visitor: str) -> bytes | None:
+        return table.get(visitor)
+
+    return load
+
+
+def _index_recovered(engine: Engine, table, partitions: int, assigned: list[int], indexed: set[int]) -> None:
+    """Once per newly assigned partition: put recovered visitors back on the watch list."""
+    fresh = set(assigned) - indexed
+    indexed.intersection_update(assigned)
+    if not fresh:
+        return
+    for visitor, raw in list(table.items()):
+        if raw is None:
+            continue
+        partition = (murmur2(visitor.encode()) & 0x7FFFFFFF) % partitions
+        if partition in fresh:
+            engine.index_visitor(partition, visitor, raw)
+    indexed.update(fresh)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the processor in the foreground until SIGTERM/SIGINT."""
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+
+    @app.task
+    async def _reset_logging():
+        # faust.Worker sets the ROOT logger to DEBUG for its spinner; every debug record
+        # of aiokafka and Faust would then be built for nobody (18 % of CPU measured).
+        logging.getLogger().setLevel(settings.log_level)
+
+    worker.execute_from_commandline()

@@ -1,0 +1,228 @@
+"""The processor's batch engine: plain Python between Faust and the pure journey core.
+
+Faust hands over a batch of raw Kafka records (events and control ticks, in
+partition order); the engine decodes each state once, applies every record through
+`stream.journey`, and returns what to send and what to write back (once per
+visitor per batch). No Faust or Kafka calls here, so the same engine runs in tests
+and benchmarks without a broker.
+
+Per-partition bookkeeping (event-time watermark, which visitors may need a
+timeout) is in memory; after a restart it is rebuilt as events arrive and from a
+scan of the table on the first tick (see `Engine.index_visitor`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from stream import topics
+from stream.config import Settings
+from stream.journey import (
+    Outcome,
+    StageMachine,
+    apply,
+    decode_state,
+    encode_state,
+    tick,
+)
+from stream.records import InvalidRecord
+from stream.sessionize.rules import SessionRules
+from stream.telemetry import (
+    EVENTS_LATE,
+    EVENTS_PROCESSED,
+    PROCESSING_FAILURES,
+    SESSIONS_CLOSED,
+    STAGE_TRANSITIONS,
+    TRIGGERS,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed Kafka record, as the engine needs it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: bytes
+    value: bytes
+
+
+@dataclass(slots=True)
+class BatchResult:
+    states: dict[str, bytes] = field(default_factory=dict)  # visitor -> encoded state
+    outputs: list[Output] = field(default_factory=list)
+    processed: int = 0
+    last_received_at: int = 0  # ms, for processing latency
+
+
+@dataclass(slots=True)
+class PartitionClock:
+    """Event-time watermark of a partition and the visitors that may time out there."""
+
+    max_ts: int = 0
+    last_event_wall: float = 0.0
+    pending: dict[str, int] = field(default_factory=dict)  # visitor -> last event ts
+
+
+class Engine:
+    def __init__(self, settings: Settings, machine: StageMachine | None = None) -> None:
+        self.settings = settings
+        self.rules = SessionRules.from_settings(settings)
+        self.machine = machine or StageMachine.load(settings.schemas_dir / "journey" / "stages.json")
+        self.lapse_ms = settings.lapse_days * 86_400_000
+        self.control_topic = settings.topic(topics.CONTROL)
+        self.out_topics = {
+            "stage_changes": settings.topic(topics.STAGE_CHANGES),
+            "sessions": settings.topic(topics.SESSIONS),
+            "triggers": settings.topic(topics.TRIGGERS),
+            "visitors": settings.topic(topics.VISITORS),
+            "invalid": settings.topic(topics.INVALID),
+        }
+        self.clocks: dict[int, PartitionClock] = {}
+
+    # --- the batch --------------------------------------------------------
+    def run(self, records: Iterable[Record], load: Callable[[str], bytes | None]) -> BatchResult:
+        result = BatchResult()
+        states: dict[str, Any] = {}  # visitor -> decoded state (None = new visitor)
+        dirty: set[str] = set()
+
+        def state_of(visitor: str) -> Any:
+            if visitor not in states:
+                raw = load(visitor)
+                states[visitor] = decode_state(raw) if raw else None
+            return states[visitor]
+
+        for record in records:
+            try:
+                if record.topic == self.control_topic:
+                    self._on_tick(record, state_of, states, dirty, result)
+                else:
+                    self._on_event(record, state_of, states, dirty, result)
+            except Exception as exc:  # noqa: BLE001 - one bad record never stops the partition
+                self._dead_letter(record, exc, result)
+
+        for visitor in dirty:
+            state = states[visitor]
+            if state is not None:
+                result.states[visitor] = encode_state(state)
+        return result
+
+    def _on_event(self, record, state_of, states, dirty, result: BatchResult) -> None:
+        event = orjson.loads(record.value)
+        visitor = event["visitor_id"]
+        outcome = apply(state_of(visitor), event, record.offset, self.rules, self.machine)
+        if outcome.late:
+            EVENTS_LATE.labels(event.get("source", "")).inc()
+        if not outcome.applied:
+            return
+        states[visitor] = outcome.state
+        dirty.add(visitor)
+        self._emit(outcome, visitor, result)
+        result.processed += 1
+        result.last_received_at = max(result.last_received_at, int(event.get("received_at") or 0))
+        EVENTS_PROCESSED.labels(event.get("source", "")).inc()
+        clock = self.clocks.setdefault(record.partition, PartitionClock())
+        clock.max_ts = max(clock.max_ts, int(event["ts"]))
+        clock.last_event_wall = time.monotonic()
+        clock.pending[visitor] = max(clock.pending.get(visitor, 0), int(event["ts"]))
+
+    def _on_tick(self, record, state_of, states, dirty, result: BatchResult) -> None:
+        message = orjson.loads(record.value)
+        watermark = int(message["watermark"])
+        clock = self.clocks.setdefault(record.partition, PartitionClock())
+        idle_after = self.rules.timeout_ms + self.rules.lateness_ms
+        for visitor, last_ts in list(clock.pending.items()):
+            if watermark - last_ts <= idle_after:
+                continue
+            state = state_of(visitor)
+            if state is None:
+                del clock.pending[visitor]
+                continue
+            outcome = tick(state, watermark, self.rules, self.machine, self.lapse_ms)
+            if outcome.state is not None:
+                states[visitor] = outcome.state
+                dirty.add(visitor)
+            self._emit(outcome, visitor, result)
+            if not _needs_watch(outcome.state or state):
+                del clock.pending[visitor]
+            else:
+                # Watch again at the lapse horizon: a purchaser lapses after lapse_days.
+                clock.pending[visitor] = last_ts if watermark - last_ts < self.lapse_ms else watermark
+
+    def _emit(self, outcome: Outcome, visitor: str, result: BatchResult) -> None:
+        key = visitor.encode()
+        out = self.out_topics
+        for change in outcome.stage_changes:
+            STAGE_TRANSITIONS.labels(change["from_stage"] or "none", change["to_stage"]).inc()
+            result.outputs.append(Output(out["stage_changes"], key, orjson.dumps(change)))
+        for session in outcome.sessions:
+            if session.get("closed"):
+                SESSIONS_CLOSED.labels(session.get("close_reason") or "timeout").inc()
+            result.outputs.append(Output(out["sessions"], key, orjson.dumps(session)))
+        for trigger in outcome.triggers:
+            TRIGGERS.labels(trigger["trigger"]).inc()
+            result.outputs.append(Output(out["triggers"], key, orjson.dumps(trigger)))
+        if outcome.visitor is not None:
+            result.outputs.append(Output(out["visitors"], key, orjson.dumps(outcome.visitor)))
+
+    def _dead_letter(self, record: Record, exc: Exception, result: BatchResult) -> None:
+        reason = f"processor: {type(exc).__name__}: {exc}"[:500]
+        PROCESSING_FAILURES.labels(type(exc).__name__).inc()
+        invalid = InvalidRecord(
+            received_at=int(time.time() * 1000),
+            source="",
+            reasons=[reason],
+            payload=record.value.decode("utf-8", "replace"),
+            message_id=f"processor-{record.topic}-{record.partition}-{record.offset}",
+            stage="processor",
+        )
+        key = record.key or b""
+        result.outputs.append(Output(self.out_topics["invalid"], key, orjson.dumps(invalid)))
+
+    # --- ticks --------------------------------------------------------------
+    def index_visitor(self, partition: int, visitor: str, raw: bytes) -> None:
+        """Re-register a recovered visitor that may need a timeout or a lapse."""
+        state = decode_state(raw)
+        if _needs_watch(state):
+            clock = self.clocks.setdefault(partition, PartitionClock())
+            clock.pending.setdefault(visitor, _last_ts(state))
+
+    def ticks(self, partitions: Iterable[int], idle_seconds: float) -> list[tuple[int, bytes]]:
+        """Tick records to send to the control topic, one per partition that has watch-list
+        entries. Event time drives the watermark; only a partition that has been idle for
+        `idle_seconds` (caught up, nothing arriving) lets the wall clock move it on, so a
+        replay of old events is never cut into sessions by the wall clock."""
+        now_wall = time.monotonic()
+        now_ms = int(time.time() * 1000)
+        out = []
+        for partition in partitions:
+            clock = self.clocks.get(partition)
+            if clock is None or not clock.pending:
+                continue
+            watermark = clock.max_ts
+            if now_wall - clock.last_event_wall >= idle_seconds:
+                watermark = max(watermark, now_ms - self.rules.lateness_ms)
+            out.append((partition, orjson.dumps({"type": "tick", "watermark": watermark})))
+        return out
+
+
+def _needs_watch(state: Any) -> bool:
+    """Open session (to time out) or a purchaser (to lapse)."""
+    return bool(getattr(state, "session", None)) or getattr(state, "orders", 0) > 0
+
+
+def _last_ts(state: Any) -> int:
+    return int(getattr(state, "last_seen", 0) or 0)

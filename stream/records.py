@@ -1,0 +1,61 @@
+"""Typed records that travel between pipeline stages (JSON on Kafka, encoded with orjson).
+
+These shapes are the contracts between modules: the collector produces `EventRecord`
+on `clickstream.events` (key: `visitor_id`) and `InvalidRecord` on
+`clickstream.invalid`; the processor consumes events and produces the journey
+records; the sink writes them all to ClickHouse.
+
+Times are integers in epoch milliseconds (UTC) on the wire: cheap to compare,
+unambiguous, and what ClickHouse's DateTime64(3) takes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class EventRecord(TypedDict):
+    message_id: str  # client's messageId, or generated; the dedup key downstream
+    type: str  # track | page | identify | alias | screen
+    event: str  # track event name ("Product Viewed"); "" for other types
+    name: str  # page / screen name; "" when absent
+    visitor_id: str  # Kafka key: anonymous_id, else user_id
+    anonymous_id: str
+    user_id: str
+    previous_id: str  # alias calls
+    ts: int  # event time, ms, corrected for client clock skew (Segment's way)
+    received_at: int  # ms, collector clock
+    sent_at: int | None  # ms, client clock, when the client sent it
+    source: str  # source name behind the write key
+    url: str
+    path: str
+    referrer: str
+    title: str
+    properties: dict[str, Any]
+    traits: dict[str, Any]
+    context: dict[str, Any]  # the client's context, without ip
+    # Enrichment (stream.enrich)
+    ip: str  # anonymized unless configured otherwise
+    user_agent: str
+    browser: str
+    os: str
+    device_type: str  # desktop | mobile | tablet | bot | other
+    is_bot: bool
+    ref_source: str  # google, facebook, (direct), example.com ...
+    ref_medium: str  # search | social | email | referral | internal | (none) | paid ...
+    search_engine: str
+    utm_source: str
+    utm_medium: str
+    utm_campaign: str
+    utm_term: str
+    utm_content: str
+    click_id: str  # gclid / fbclid / msclkid / ...
+
+
+class InvalidRecord(TypedDict):
+    received_at: int  # ms
+    source: str  # source name, "" when the write key was unknown
+    reasons: list[str]  # human-readable, one per problem
+    payload: str  # the original event (or body) as received, as text
+    message_id: str  # dedup key: the client's messageId, else a hash of the payload
+    stage: str  # where it failed: collector | processor | sink

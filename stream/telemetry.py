@@ -1,0 +1,129 @@
+"""Every Prometheus metric of the pipeline, defined here and nowhere else.
+
+Processes started by one `clickstream run` / `clickstream worker` share a
+multiprocess directory (PROMETHEUS_MULTIPROC_DIR, set by the supervisor), so the
+`/metrics` endpoint of any of them shows the sum over all of them. Gauges say
+how they aggregate across processes (`multiprocess_mode`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+# --- collector -------------------------------------------------------------
+EVENTS_RECEIVED = Counter(
+    "clickstream_events_received_total", "Events received over HTTP.", ["source"]
+)
+EVENTS_ACCEPTED = Counter(
+    "clickstream_events_accepted_total", "Events acknowledged by Kafka.", ["source"]
+)
+EVENTS_REJECTED = Counter(
+    "clickstream_events_rejected_total",
+    "Events sent to the dead-letter topic, by reason.",
+    ["source", "reason"],
+)
+REQUESTS_REJECTED = Counter(
+    "clickstream_requests_rejected_total",
+    "Whole HTTP requests refused (401, 413, 400...).",
+    ["status", "reason"],
+)
+REQUEST_LATENCY = Histogram(
+    "clickstream_request_duration_seconds",
+    "Collector request latency, receipt to response.",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+PRODUCE_LATENCY = Histogram(
+    "clickstream_produce_duration_seconds",
+    "Time from send to Kafka acknowledgement for one request's events.",
+    buckets=LATENCY_BUCKETS,
+)
+
+# --- processor -------------------------------------------------------------
+EVENTS_PROCESSED = Counter(
+    "clickstream_events_processed_total", "Events applied to journey state.", ["source"]
+)
+EVENTS_LATE = Counter(
+    "clickstream_events_late_total", "Events later than the allowed lateness.", ["source"]
+)
+PROCESSING_FAILURES = Counter(
+    "clickstream_processing_failures_total", "Events the processor dead-lettered.", ["reason"]
+)
+PROCESSING_LATENCY = Histogram(
+    "clickstream_processing_duration_seconds",
+    "Time from collector receipt to processed by the journey agent.",
+    buckets=LATENCY_BUCKETS,
+)
+EVENT_TIME_LAG = Gauge(
+    "clickstream_event_time_lag_seconds",
+    "Now minus the event time of the last processed event.",
+    ["partition"],
+    multiprocess_mode="max",
+)
+ACTIVE_SESSIONS = Gauge(
+    "clickstream_active_sessions", "Open sessions.", multiprocess_mode="livesum"
+)
+STAGE_TRANSITIONS = Counter(
+    "clickstream_stage_transitions_total", "Journey stage transitions.", ["from_stage", "to_stage"]
+)
+TRIGGERS = Counter("clickstream_triggers_total", "Triggers published.", ["trigger"])
+SESSIONS_CLOSED = Counter("clickstream_sessions_closed_total", "Sessions closed.", ["reason"])
+
+# --- consumers (processor and sink) ----------------------------------------
+CONSUMER_LAG = Gauge(
+    "clickstream_consumer_lag_records",
+    "High watermark minus committed offset.",
+    ["group", "topic", "partition"],
+    multiprocess_mode="max",
+)
+
+# --- sink ------------------------------------------------------------------
+SINK_ROWS = Counter("clickstream_sink_rows_written_total", "Rows inserted.", ["table"])
+SINK_BATCH_ROWS = Histogram(
+    "clickstream_sink_batch_rows",
+    "Rows per insert.",
+    ["table"],
+    buckets=(1, 10, 100, 500, 1000, 5000, 10000, 50000),
+)
+SINK_INSERT_LATENCY = Histogram(
+    "clickstream_sink_insert_duration_seconds",
+    "ClickHouse insert latency.",
+    ["table"],
+    buckets=LATENCY_BUCKETS,
+)
+SINK_FAILURES = Counter(
+    "clickstream_sink_failures_total", "Failed inserts (retried).", ["table", "kind"]
+)
+SINK_RETRIES = Counter("clickstream_sink_retries_total", "Insert retries.", ["table"])
+SINK_REJECTED_ROWS = Counter(
+    "clickstream_sink_rejected_rows_total", "Rows ClickHouse refused for their content.", ["table"]
+)
+SINK_PAUSED = Gauge(
+    "clickstream_sink_paused", "1 while the sink is backing off.", multiprocess_mode="max"
+)
+
+# --- api -------------------------------------------------------------------
+API_REQUESTS = Counter("clickstream_api_requests_total", "Query API requests.", ["route", "status"])
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text for /metrics: every process of this worker when multiprocess."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,45 @@
+"""Every Kafka topic the pipeline uses, with its role. Created explicitly at start-up
+(the embedded broker would otherwise auto-create unknown topics with 4 partitions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stream.config import Settings
+
+EVENTS = "clickstream.events"  # valid, enriched events, keyed by visitor id
+INVALID = "clickstream.invalid"  # dead letters: original payload + reasons
+CONTROL = "clickstream.control"  # session-timeout ticks, co-partitioned with EVENTS
+STAGE_CHANGES = "journey.stage-changes"  # one record per stage transition
+SESSIONS = "journey.sessions"  # session summaries (updates and close)
+TRIGGERS = "journey.triggers"  # cart abandoned, first purchase, ...
+VISITORS = "journey.visitors"  # visitor snapshots for clickstream.visitors
+METRICS = "journey.metrics"  # completed 1-minute metric windows
+
+PROCESSOR_APP_ID = "clickstream-processor"
+SINK_GROUP = "clickstream-sink"
+
+ALL = (EVENTS, INVALID, CONTROL, STAGE_CHANGES, SESSIONS, TRIGGERS, VISITORS, METRICS)
+# Faust table changelogs: "<app id>-<table name>-changelog", co-partitioned with EVENTS.
+TABLES = ("visitors",)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+
+
+def specs(settings: Settings) -> list[TopicSpec]:
+    """Topics to create before any worker starts, all with the configured partitions."""
+    out = [TopicSpec(settings.topic(name), settings.partitions) for name in ALL]
+    out += [
+        TopicSpec(
+            settings.topic(f"{PROCESSOR_APP_ID}-{table}-changelog"),
+            settings.partitions,
+            compacted=True,
+        )
+        for table in TABLES
+    ]
+    return out
