@@ -10,6 +10,7 @@ import time
 import click
 
 from stream import config, logs
+from stream.broker import BrokerError
 from stream.config import Settings, SettingsError
 
 
@@ -148,10 +149,10 @@ def broker() -> None:
 @cli.command()
 def migrate() -> None:
     """Apply the pending ClickHouse migrations from schemas/clickhouse/ (idempotent)."""
+    settings = _settings()
     from stream.sink.clickhouse import connect
     from stream.sink.migrate import apply
 
-    settings = _settings()
     applied = apply(connect(settings), settings)
     click.echo(f"applied {len(applied)} migration(s): {', '.join(map(str, applied)) or 'none pending'}")
 
@@ -188,9 +189,9 @@ def simulate(rate: float, visitors: int, duration: float, max_events: int, seed:
 @click.option("--url", default="", help="API base URL (default: http://127.0.0.1:$CLICKSTREAM_API_PORT).")
 def query(sql: str, url: str) -> None:
     """Run read-only SQL through the query API and print the result as a table."""
+    settings = _settings()
     from stream.api.client import run_query
 
-    settings = _settings()
     run_query(url or f"http://127.0.0.1:{settings.api_port}", sql, settings.admin_token)
 
 
@@ -238,6 +239,9 @@ def main() -> None:
     try:
         cli(standalone_mode=True)
     except SettingsError as exc:
+        click.echo(f"clickstream: {exc}", err=True)
+        sys.exit(2)
+    except BrokerError as exc:
         click.echo(f"clickstream: {exc}", err=True)
         sys.exit(2)
 

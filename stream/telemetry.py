@@ -80,6 +80,9 @@ STAGE_TRANSITIONS = Counter(
 )
 TRIGGERS = Counter("clickstream_triggers_total", "Triggers published.", ["trigger"])
 SESSIONS_CLOSED = Counter("clickstream_sessions_closed_total", "Sessions closed.", ["reason"])
+SESSIONS_STARTED = Counter(
+    "clickstream_sessions_started_total", "Sessions opened (conversion denominator).", ["source"]
+)
 
 # --- consumers (processor and sink) ----------------------------------------
 CONSUMER_LAG = Gauge(

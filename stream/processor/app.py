@@ -82,10 +82,7 @@ def create_app(settings: Settings) -> faust.App:
     visitors = app.Table(
         "visitors",
         default=None,
-        key_type=str,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
+        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"),
         partitions=settings.partitions,
         use_partitioner=True,  # written inside take_events, outside per-event context
     )
@@ -129,9 +126,20 @@ def create_app(settings: Settings) -> faust.App:
         body, content_type = render()
         return web.bytes(body, content_type=content_type.split(";")[0])
 
+    ready = {"rebalanced": False}
+
+    @app.on_rebalance_complete.connect
+    async def _on_rebalanced(sender, **kwargs):
+        ready["rebalanced"] = True
+
     @app.page("/healthz")
     async def healthz(web, request):
-        return web.json({"status": "ok", "partitions": sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic_name)})
+        partitions = sorted(
+            tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic_name
+        )
+        if not ready["rebalanced"]:
+            return web.json({"status": "starting", "reason": "joining the consumer group"}, status=503)
+        return web.json({"status": "ok", "partitions": partitions})
 
     return app
 

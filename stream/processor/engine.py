@@ -25,6 +25,7 @@ from stream.config import Settings
 from stream.journey import (
     Outcome,
     StageMachine,
+    VisitorState,
     apply,
     decode_state,
     encode_state,
@@ -123,7 +124,9 @@ class Engine:
     def _on_event(self, record, state_of, states, dirty, result: BatchResult) -> None:
         event = orjson.loads(record.value)
         visitor = event["visitor_id"]
-        outcome = apply(state_of(visitor), event, record.offset, self.rules, self.machine)
+        outcome = apply(
+            state_of(visitor), event, record.offset, self.rules, self.machine, record.partition
+        )
         if outcome.late:
             EVENTS_LATE.labels(event.get("source", "")).inc()
         if not outcome.applied:
@@ -219,10 +222,10 @@ class Engine:
         return out
 
 
-def _needs_watch(state: Any) -> bool:
+def _needs_watch(state: VisitorState) -> bool:
     """Open session (to time out) or a purchaser (to lapse)."""
-    return bool(getattr(state, "session", None)) or getattr(state, "orders", 0) > 0
+    return bool(state.sessions) or state.orders > 0
 
 
-def _last_ts(state: Any) -> int:
-    return int(getattr(state, "last_seen", 0) or 0)
+def _last_ts(state: VisitorState) -> int:
+    return state.last_seen

@@ -1,0 +1,96 @@
+"""Shared pieces of the benchmarks: free ports, child processes, CPU and RSS readings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psutil
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:  # noqa: BLE001
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+
+    @property
+    def ps(self) -> psutil.Process:
+        return psutil.Process(self.popen.pid)
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        try:
+            procs = [self.ps, *self.ps.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def rss_mb(self) -> float:
+        try:
+            return sum(p.memory_info().rss for p in [self.ps, *self.ps.children(recursive=True)]) / 2**20
+        except psutil.NoSuchProcess:
+            return 0.0
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def spawn(name: str, args: list[str], env: dict[str, str], log_dir: str) -> Proc:
+    log = open(os.path.join(log_dir, f"{name}.log"), "wb")  # noqa: SIM115
+    popen = subprocess.Popen([sys.executable, "-m", "stream.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+    return Proc(name, popen)
+
+
+@contextmanager
+def processes():
+    started: list[Proc] = []
+    try:
+        yield started
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]

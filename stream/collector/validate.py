@@ -1,0 +1,171 @@
+"""Validate Segment calls against the versioned JSON Schemas in `schemas/events/`.
+
+Every call must satisfy the envelope; a `track` call whose event is listed in
+`index.json` must also satisfy that event's properties schema. Unknown track
+events pass on the envelope alone, so custom events need no schema.
+
+Schemas declare draft 2020-12 but keep to the keywords it shares with draft-07,
+which fastjsonschema compiles to Python. `format` is an annotation in 2020-12
+(and compiled off here): dates are checked by `clock.parse_iso_ms`, the parser
+the normalizer uses, so both agree on what a date is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+
+from stream.collector.clock import MAX_FUTURE_MS, corrected, parse_iso_ms
+
+# Schemas name each other by this base (a reserved TLD: never fetched); refs load from disk.
+SCHEMA_BASE_URI = "https://clickstream.invalid/schemas/events/"
+DATE_FIELDS = ("timestamp", "sentAt", "originalTimestamp")
+
+_TYPE_WORDS = {
+    "string": "a string",
+    "number": "a number",
+    "integer": "a whole number",
+    "object": "an object",
+    "array": "an array",
+    "boolean": "true or false",
+}
+
+Check = Callable[[Any], Any]
+
+
+class Validator:
+    """Compiled schemas of one `schemas/` directory (Settings.schemas_dir)."""
+
+    def __init__(self, schemas_dir: Path) -> None:
+        self._dir = Path(schemas_dir) / "events"
+        index = json.loads((self._dir / "index.json").read_text())
+        self._envelope = self._compile(index["envelope"]["schema"])
+        self._events: dict[str, Check] = {
+            name: self._compile(entry["schema"]) for name, entry in index["events"].items()
+        }
+        self.versions: dict[str, int] = {n: e["version"] for n, e in index["events"].items()}
+
+    @property
+    def events(self) -> frozenset[str]:
+        """Track event names that have a properties schema."""
+        return frozenset(self._events)
+
+    def validate(self, call: Any, *, received_at_ms: int | None = None) -> list[str]:
+        """Reasons the call is invalid; empty when valid. Never raises.
+
+        An event time more than 24 hours after `received_at_ms` (default: now),
+        after clock-skew correction, is rejected: it comes from a broken clock and
+        would sit in the future of every report. Old times are kept as they are
+        (offline queues, backfills) unless before 1970.
+        """
+        if not isinstance(call, dict):
+            return ["event must be a JSON object"]
+        try:
+            reasons = _run(self._envelope, call, "")
+            reasons += _check_dates(call, received_at_ms)
+            event = call.get("event")
+            is_track = call.get("type") == "track" and isinstance(event, str)
+            check = self._events.get(event) if is_track else None
+            properties = call.get("properties")
+            if check is not None and (properties is None or isinstance(properties, dict)):
+                reasons += _run(check, properties or {}, "properties")
+        except Exception as exc:  # a validator bug must not take the collector down
+            return [f"event could not be validated: {type(exc).__name__}"]
+        return list(dict.fromkeys(reasons))
+
+    def _compile(self, relative: str) -> Check:
+        schema = json.loads((self._dir / relative).read_text())
+        return fastjsonschema.compile(
+            schema,
+            handlers={"https": self._load, "http": self._load},
+            use_formats=False,
+            fast_fail=False,
+        )
+
+    def _load(self, uri: str) -> Any:
+        """Resolve a `$ref` to a sibling schema file; never the network."""
+        if not uri.startswith(SCHEMA_BASE_URI):
+            raise fastjsonschema.JsonSchemaDefinitionException(f"external $ref {uri!r}")
+        path = (self._dir / uri.removeprefix(SCHEMA_BASE_URI)).resolve()
+        if not path.is_relative_to(self._dir.resolve()):
+            raise fastjsonschema.JsonSchemaDefinitionException(f"$ref outside schemas: {uri!r}")
+        return json.loads(path.read_text())
+
+
+def _run(check: Check, data: Any, root: str) -> list[str]:
+    try:
+        check(data)
+    except fastjsonschema.JsonSchemaValuesException as exc:
+        return [r for error in exc.errors for r in _describe(error, root)]
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return _describe(exc, root)
+    return []
+
+
+def _check_dates(call: dict[str, Any], received_at_ms: int | None) -> list[str]:
+    parsed: dict[str, int | None] = {
+        name: parse_iso_ms(call[name]) for name in DATE_FIELDS if isinstance(call.get(name), str)
+    }
+    if not parsed:
+        return []
+    bad = [f"{name}: must be an ISO-8601 date" for name, ms in parsed.items() if ms is None]
+    if bad:
+        return bad
+    received = time.time_ns() // 1_000_000 if received_at_ms is None else received_at_ms
+    stamp = parsed["timestamp"] if "timestamp" in parsed else parsed.get("originalTimestamp")
+    ts = corrected(stamp, parsed.get("sentAt"), received)
+    if ts > received + MAX_FUTURE_MS:
+        return ["timestamp: more than 24 hours in the future (after clock-skew correction)"]
+    if ts < 0:
+        return ["timestamp: before 1970 (after clock-skew correction)"]
+    return []
+
+
+def _describe(error: fastjsonschema.JsonSchemaValueException, root: str) -> list[str]:
+    """One fastjsonschema error -> reasons like 'properties.price: must be a number'."""
+    path = _path(error.name or "data", root)
+    rule = error.rule or ""
+    definition = error.definition if isinstance(error.definition, dict) else {}
+    worded = definition.get("errorMessage", {}).get(rule)
+    if worded:
+        return [f"{path}: {worded}" if path else worded]
+    if rule == "required":
+        present = error.value if isinstance(error.value, dict) else {}
+        missing = [key for key in definition.get("required", ()) if key not in present]
+        return [f"{_join(path, key)} is required" for key in missing]
+    return [f"{path or 'event'}: {_problem(rule, definition, error)}"]
+
+
+def _problem(rule: str, definition: dict[str, Any], error: Exception) -> str:
+    limit = definition.get(rule)
+    if rule == "type":
+        types = limit if isinstance(limit, list) else [limit]
+        return "must be " + " or ".join(_TYPE_WORDS.get(t, t) for t in types if t != "null")
+    if rule == "minimum":
+        return f"must be at least {limit}"
+    if rule == "maximum":
+        return f"must be at most {limit}"
+    if rule == "minLength":
+        return "must not be empty" if limit == 1 else f"must be at least {limit} characters"
+    if rule == "maxLength":
+        return f"must be at most {limit} characters"
+    if rule == "enum":
+        return "must be one of " + ", ".join(map(str, limit))
+    message = str(error)  # fastjsonschema's own wording: "data.x must ..."
+    return message.split(" ", 1)[1] if message.startswith("data") else message
+
+
+def _path(name: str, root: str) -> str:
+    inner = name.removeprefix("data").lstrip(".")
+    if not root:
+        return inner
+    return f"{root}{'' if inner.startswith('[') or not inner else '.'}{inner}"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key

@@ -1,0 +1,292 @@
+"""apply() and tick(): the journey of one visitor, event by event, as pure functions.
+
+Inputs are never changed: each call works on a copy and returns it in the Outcome
+(`state` is None when the stored state need not be rewritten). Every id and key comes
+from data (visitor, session start, message_id, stages), so a replay of the same
+partition yields the same records, and an offset at or below the last applied one
+is a no-op.
+
+Order of work in apply(), also the order of the records it returns:
+  1. close sessions no event can join any more (latest event time - lateness),
+  2. lapse a buyer whose previous event is `lapse_ms` or more older than this one,
+  3. put the event in its session, record its facts (effects.py),
+  4. move the session's and the visitor's stage (machine.py), fire triggers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stream.journey import effects, records
+from stream.journey.facts import campaign, text
+from stream.journey.machine import StageMachine
+from stream.journey.state import (
+    MAX_HISTORY,
+    MAX_OPEN_SESSIONS,
+    SessionState,
+    VisitorState,
+    copy_state,
+)
+from stream.records import EventRecord
+from stream.sessionize.assign import EVICTED, choose, end_reason, is_late, reach
+from stream.sessionize.ids import session_id
+from stream.sessionize.rules import SessionRules
+
+CART_ABANDONED = "cart_abandoned"
+CHECKOUT_ABANDONED = "checkout_abandoned"
+FIRST_PURCHASE = "first_purchase"
+REPEAT_PURCHASE = "repeat_purchase"
+LAPSED = "lapsed"
+
+# Session field <- event field: the entry of a visit, taken from its earliest event.
+_ENTRY = (
+    ("referrer", "referrer"),
+    ("ref_source", "ref_source"),
+    ("ref_medium", "ref_medium"),
+    ("utm_source", "utm_source"),
+    ("utm_medium", "utm_medium"),
+    ("utm_campaign", "utm_campaign"),
+    ("click_id", "click_id"),
+)
+
+
+@dataclass(slots=True)
+class Outcome:
+    state: VisitorState | None  # to store; None: the stored state is still right
+    stage_changes: list[dict] = field(default_factory=list)
+    sessions: list[dict] = field(default_factory=list)
+    triggers: list[dict] = field(default_factory=list)
+    visitor: dict | None = None  # snapshot, when stage, sessions, orders or user_id changed
+    late: bool = False
+    applied: bool = False
+    session_id: str = ""  # the session the event went to ("" unless applied)
+
+
+def apply(
+    state: VisitorState | None,
+    event: EventRecord,
+    offset: int,
+    rules: SessionRules,
+    machine: StageMachine,
+    partition: int = 0,
+) -> Outcome:
+    """Apply one event of the visitor, read at `offset` of `partition`."""
+    if state is not None and offset <= state.offsets.get(partition, -1):
+        return Outcome(None)
+    ts = int(event["ts"])
+    state = _new_visitor(event, ts) if state is None else copy_state(state)
+    state.offsets[partition] = offset
+    if is_late(ts, state.last_seen, state.floor, rules):
+        state.late += 1  # the offset still advances: a replay stays a no-op
+        return Outcome(state, late=True)
+    out = Outcome(state, applied=True)
+    watched = _watched(state)
+    _close_settled(state, max(state.last_seen, ts) - rules.lateness_ms, rules, out)
+    if ts - state.last_seen >= rules.lapse_ms:
+        _lapse(state, machine, rules.lapse_ms, out)
+    effects.identify(state, event)
+    session = _session_for(state, event, ts, rules, out)
+    order = effects.record(state, session, event, ts)
+    _seen(state, event, ts)
+    if session.is_new:
+        _first_touch(state, session)
+    event_id = event.get("message_id") or ""
+    _advance(state, session, machine.match(event, session, state), ts, event_id, machine, out)
+    if order is not None and not session.is_bot:
+        name = FIRST_PURCHASE if order.first else REPEAT_PURCHASE
+        out.triggers.append(
+            records.trigger(
+                state, name, ts, session.id, event_id, order.order_id, order.revenue, order.lines
+            )
+        )
+    state.version += 1
+    if _watched(state) != watched:
+        out.visitor = records.visitor_snapshot(state)
+    out.session_id = session.id
+    return out
+
+
+def tick(
+    state: VisitorState,
+    watermark_ms: int,
+    rules: SessionRules,
+    machine: StageMachine,
+    lapse_ms: int | None = None,
+) -> Outcome:
+    """Close the sessions the partition's event-time watermark has settled; lapse buyers.
+
+    A session closes once watermark - its last event >= timeout + lateness (or its
+    24 h are over); `lapse_ms` defaults to rules.lapse_ms.
+    """
+    lapse_ms = rules.lapse_ms if lapse_ms is None else lapse_ms
+    settled_at = watermark_ms - rules.lateness_ms
+    settles = any(reach(s, rules) <= settled_at for s in state.sessions)
+    lapses = machine.can_lapse(state.stage) and watermark_ms - state.last_seen >= lapse_ms
+    if not (settles or lapses):
+        return Outcome(None)
+    state = copy_state(state)
+    out = Outcome(state)
+    watched = _watched(state)
+    _close_settled(state, settled_at, rules, out)
+    if lapses:
+        _lapse(state, machine, lapse_ms, out)
+    state.version += 1
+    if _watched(state) != watched:
+        out.visitor = records.visitor_snapshot(state)
+    return out
+
+
+def _watched(state: VisitorState) -> tuple:
+    return (state.stage, state.session_count, state.orders, state.user_id)
+
+
+def _new_visitor(event: EventRecord, ts: int) -> VisitorState:
+    return VisitorState(visitor_id=event["visitor_id"], first_seen=ts, last_seen=ts)
+
+
+def _seen(state: VisitorState, event: EventRecord, ts: int) -> None:
+    if ts >= state.last_seen:
+        state.last_seen = ts
+        state.last_event_id = event.get("message_id") or ""
+        state.is_bot = bool(event.get("is_bot"))
+    state.first_seen = min(state.first_seen, ts)
+
+
+def _first_touch(state: VisitorState, s: SessionState) -> None:
+    """First touch is the entry of the visitor's first session."""
+    state.first_referrer = s.referrer
+    state.first_landing_page = s.landing_page
+    state.first_utm_source = s.utm_source
+    state.first_utm_medium = s.utm_medium
+    state.first_utm_campaign = s.utm_campaign
+
+
+# --- sessions ----------------------------------------------------------------
+
+
+def _session_for(
+    state: VisitorState, event: EventRecord, ts: int, rules: SessionRules, out: Outcome
+) -> SessionState:
+    i, ended_by = choose(state.sessions, ts, campaign(event), rules)
+    if i is not None:
+        s = state.sessions[i]
+        if ts < s.start:  # an earlier event: it becomes the entry where it says something
+            s.start = ts
+            _entry(s, event, only_given=True)
+        s.end = max(s.end, ts)
+        _device(s, event)
+        return s
+    s = SessionState(
+        id=session_id(state.visitor_id, ts),  # first-seen start: fixed for life
+        start=ts,
+        end=ts,
+        is_new=state.session_count == 0,
+        after_purchase=state.orders > 0 and state.last_order_ts < ts,
+    )
+    _entry(s, event, only_given=False)
+    _device(s, event)
+    at = sum(1 for o in state.sessions if o.start < ts)
+    if at and ended_by:
+        state.sessions[at - 1].ended_by = ended_by
+    state.sessions.insert(at, s)
+    state.session_count += 1
+    if len(state.sessions) > MAX_OPEN_SESSIONS:  # e.g. a bot switching campaign per hit
+        oldest = state.sessions[1] if state.sessions[0] is s else state.sessions[0]
+        state.sessions.remove(oldest)
+        _close(state, oldest, EVICTED, oldest.end + 1, out)
+    return s
+
+
+def _entry(s: SessionState, event: EventRecord, only_given: bool) -> None:
+    for name, key in _ENTRY:
+        value = text(event.get(key))
+        if value or not only_given:
+            setattr(s, name, value)
+
+
+def _device(s: SessionState, event: EventRecord) -> None:
+    if not s.device_type:
+        s.device_type = event.get("device_type") or ""
+        s.browser = event.get("browser") or ""
+        s.os = event.get("os") or ""
+    s.is_bot = s.is_bot or bool(event.get("is_bot"))
+
+
+def _close_settled(state: VisitorState, settled_at: int, rules: SessionRules, out: Outcome) -> None:
+    """Close every session no event at or after `settled_at` can join."""
+    if not state.sessions:
+        return
+    keep = []
+    for s in state.sessions:
+        until = reach(s, rules)
+        if until <= settled_at:
+            _close(state, s, s.ended_by or end_reason(s, rules), until, out)
+        else:
+            keep.append(s)
+    state.sessions = keep
+
+
+def _close(state: VisitorState, s: SessionState, reason: str, floor: int, out: Outcome) -> None:
+    """Emit the final summary; events before `floor` are late from now on."""
+    state.floor = max(state.floor, floor)
+    out.sessions.append(records.session_summary(state, s, reason))
+    if s.is_bot or s.orders or state.last_order_ts >= s.start:
+        return  # bots get no triggers; an order since the visit began is no abandonment
+    if s.checkout:
+        name = CHECKOUT_ABANDONED
+    elif s.cart_touched and state.cart:
+        name = CART_ABANDONED
+    else:
+        return
+    out.triggers.append(records.trigger(state, name, s.end, s.id, s.id))
+
+
+# --- stages ------------------------------------------------------------------
+
+
+def _advance(
+    state: VisitorState,
+    session: SessionState,
+    stage: str,
+    ts: int,
+    event_id: str,
+    machine: StageMachine,
+    out: Outcome,
+) -> None:
+    if not stage:
+        return
+    rank = machine.rank(stage)
+    if rank > machine.rank(session.stage):
+        session.stage = stage
+        out.sessions.append(records.session_summary(state, session))
+    if rank > machine.rank(state.stage):
+        _move(state, stage, ts, session.id, event_id, session.is_bot, machine, out)
+
+
+def _move(
+    state: VisitorState,
+    to: str,
+    ts: int,
+    session_id_: str,
+    event_id: str,
+    is_bot: bool,
+    machine: StageMachine,
+    out: Outcome,
+) -> None:
+    out.stage_changes.append(records.stage_change(state, state.stage, to, ts, session_id_, event_id))
+    state.stage = to
+    state.history = [*state.history[-(MAX_HISTORY - 1) :], (to, ts)]
+    if machine.rank(to) > machine.rank(state.max_stage):
+        state.max_stage = to
+        if (name := machine.stage_triggers.get(to)) and not is_bot:
+            out.triggers.append(records.trigger(state, name, ts, session_id_, event_id))
+
+
+def _lapse(state: VisitorState, machine: StageMachine, lapse_ms: int, out: Outcome) -> None:
+    """A buyer silent for `lapse_ms`: dated at last activity + lapse_ms, keyed by that event."""
+    if not machine.can_lapse(state.stage):
+        return
+    at = state.last_seen + lapse_ms
+    _move(state, machine.lapsed, at, "", state.last_event_id, state.is_bot, machine, out)
+    if not state.is_bot:
+        out.triggers.append(records.trigger(state, LAPSED, at, "", state.last_event_id))

@@ -1,0 +1,154 @@
+"""Journey state of one visitor, and its compact encoding for the Faust table.
+
+Encoded as positional JSON arrays (orjson), `[FORMAT, field, field, ...]` in the
+declared field order: about half the size of keyed JSON. Compatibility rule: add
+fields only at the end, with a default; an older row decodes with those defaults.
+Stages are stored by name, so reordering stages.json never corrupts a state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import orjson
+
+from stream.sessionize.assign import Campaign
+
+FORMAT = 1
+
+# Bounds that keep one visitor's state small (< 2 KB for a typical active visitor).
+MAX_OPEN_SESSIONS = 8
+MAX_CART_LINES = 50
+MAX_HISTORY = 16
+MAX_ORDER_IDS = 8
+
+CartLine = tuple[str, str, str, float, int]  # product_id, sku, name, price, quantity
+Product = tuple[str, str, str]  # product_id, name, url
+Step = tuple[str, int]  # stage, ts
+
+
+@dataclass(slots=True)
+class SessionState:
+    id: str  # from (visitor, first-seen start): stays when `start` moves earlier
+    start: int
+    end: int  # latest event time in the session
+    events: int = 0
+    pageviews: int = 0
+    interactions: int = 0  # track events other than Page Ping (bounce rule)
+    engaged_s: float = 0.0
+    stage: str = ""  # furthest stage matched by the session's events
+    landing_page: str = ""
+    landing_ts: int = 0
+    exit_page: str = ""
+    exit_ts: int = 0
+    referrer: str = ""
+    ref_source: str = ""
+    ref_medium: str = ""
+    utm_source: str = ""
+    utm_medium: str = ""
+    utm_campaign: str = ""
+    click_id: str = ""
+    device_type: str = ""
+    browser: str = ""
+    os: str = ""
+    is_bot: bool = False
+    orders: int = 0
+    revenue: float = 0.0
+    refunds: int = 0
+    cart_touched: bool = False  # cart activity here: an abandonment can be ours
+    checkout: bool = False
+    is_new: bool = False  # the visitor's first session
+    after_purchase: bool = False  # opened after the visitor's last order
+    ended_by: str = ""  # why a later session was opened instead of extending this one
+
+    @property
+    def campaign(self) -> Campaign:
+        return (self.utm_source, self.utm_medium, self.utm_campaign, self.click_id)
+
+
+@dataclass(slots=True)
+class VisitorState:
+    visitor_id: str
+    anonymous_id: str = ""
+    user_id: str = ""
+    source: str = ""
+    first_seen: int = 0
+    last_seen: int = 0  # latest applied event time: lateness and lapse measure from it
+    last_event_id: str = ""  # message_id of that event (keys the lapse records)
+    floor: int = 0  # events before this are late: closed sessions settled them
+    offsets: dict[int, int] = field(default_factory=dict)  # partition -> last applied
+    sessions: list[SessionState] = field(default_factory=list)  # open, by start
+    session_count: int = 0
+    events: int = 0
+    late: int = 0
+    orders: int = 0
+    revenue: float = 0.0
+    refunded: float = 0.0
+    refunds: int = 0
+    last_order_ts: int = 0
+    order_ids: list[str] = field(default_factory=list)  # recent, to count an order once
+    stage: str = ""  # lifetime stage; "lapsed" is the only way back
+    max_stage: str = ""  # furthest ever, lapses included (stage triggers fire once)
+    history: list[Step] = field(default_factory=list)
+    first_referrer: str = ""
+    first_landing_page: str = ""
+    first_utm_source: str = ""
+    first_utm_medium: str = ""
+    first_utm_campaign: str = ""
+    cart: list[CartLine] = field(default_factory=list)
+    currency: str = ""
+    last_product: Product | None = None
+    is_bot: bool = False  # of the latest event
+    version: int = 0  # grows with every change: the snapshot's ReplacingMergeTree version
+
+
+_SESSION = tuple(f.name for f in fields(SessionState))
+_VISITOR = tuple(f.name for f in fields(VisitorState))
+_I_OFFSETS = _VISITOR.index("offsets")
+_I_SESSIONS = _VISITOR.index("sessions")
+_I_ORDER_IDS = _VISITOR.index("order_ids")
+_I_HISTORY = _VISITOR.index("history")
+_I_CART = _VISITOR.index("cart")
+_I_PRODUCT = _VISITOR.index("last_product")
+
+
+def _row(obj: object, names: tuple[str, ...]) -> list:
+    return [getattr(obj, n) for n in names]
+
+
+def copy_session(s: SessionState) -> SessionState:
+    return SessionState(*_row(s, _SESSION))
+
+
+def copy_state(state: VisitorState) -> VisitorState:
+    """A copy sharing nothing mutable (tuples are shared: they never change)."""
+    row = _row(state, _VISITOR)
+    row[_I_OFFSETS] = dict(state.offsets)
+    row[_I_SESSIONS] = [copy_session(s) for s in state.sessions]
+    row[_I_ORDER_IDS] = list(state.order_ids)
+    row[_I_HISTORY] = list(state.history)
+    row[_I_CART] = list(state.cart)
+    return VisitorState(*row)
+
+
+def encode_state(state: VisitorState) -> bytes:
+    row = _row(state, _VISITOR)
+    row[_I_OFFSETS] = [[p, o] for p, o in state.offsets.items()]
+    row[_I_SESSIONS] = [_row(s, _SESSION) for s in state.sessions]
+    return orjson.dumps([FORMAT, *row])
+
+
+def decode_state(b: bytes) -> VisitorState:
+    data = orjson.loads(b)
+    if not isinstance(data, list) or not data or data[0] != FORMAT:
+        raise ValueError(f"not a visitor state of format {FORMAT}")
+    row = data[1:]
+    if len(row) > len(_VISITOR):
+        raise ValueError("visitor state written by a newer format")
+    row[_I_OFFSETS] = {int(p): int(o) for p, o in row[_I_OFFSETS]}
+    row[_I_SESSIONS] = [SessionState(*s) for s in row[_I_SESSIONS]]
+    row[_I_HISTORY] = [tuple(h) for h in row[_I_HISTORY]]
+    row[_I_CART] = [tuple(line) for line in row[_I_CART]]
+    if row[_I_PRODUCT] is not None:
+        row[_I_PRODUCT] = tuple(row[_I_PRODUCT])
+    return VisitorState(*row)

@@ -1,0 +1,108 @@
+"""Per-table batches and the offsets they hold back: pure bookkeeping, no I/O.
+
+Rows collect per table until a batch holds `max_rows` or its first row is
+`max_seconds` old. Offsets travel with the rows: a batch remembers, for each
+partition, the first offset it holds, and `committable()` gives, per partition, the
+highest offset such that every record below it is in ClickHouse:
+
+    committable(p) = min(consumed(p), first offset of p in any unwritten batch)
+
+where consumed(p) is the offset after the last record read from p. A record that
+became an invalid_events row is held back the same way by the invalid batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.structs import TopicPartition
+
+from stream.sink.rows import Origin, Table
+
+
+@dataclass(slots=True)
+class Batch:
+    table: Table
+    started: float  # monotonic time of the first row
+    rows: list[tuple] = field(default_factory=list)
+    origins: list[Any] = field(default_factory=list)  # parallel to rows: Origin with .value
+    first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class Batches:
+    def __init__(self, max_rows: int, max_seconds: float):
+        self.max_rows = max_rows
+        self.max_seconds = max_seconds
+        self.open: dict[str, Batch] = {}  # table name -> batch taking rows
+        self.writing: list[Batch] = []  # taken, not yet written
+        self.consumed: dict[TopicPartition, int] = {}
+        self.committed: dict[TopicPartition, int] = {}
+
+    def add(self, table: Table, row: tuple, origin: Origin, now: float | None = None) -> Batch:
+        batch = self.open.get(table.name)
+        if batch is None:
+            batch = self.open[table.name] = Batch(table, time.monotonic() if now is None else now)
+        batch.rows.append(row)
+        batch.origins.append(origin)
+        tp = TopicPartition(origin.topic, origin.partition)
+        if tp not in batch.first_offsets:
+            batch.first_offsets[tp] = origin.offset
+        return batch
+
+    def read_up_to(self, tp: TopicPartition, next_offset: int) -> None:
+        """Every record of `tp` below `next_offset` was read (and added)."""
+        self.consumed[tp] = next_offset
+
+    def due(self, now: float | None = None) -> list[Batch]:
+        now = time.monotonic() if now is None else now
+        return [
+            b
+            for b in self.open.values()
+            if len(b) >= self.max_rows or now - b.started >= self.max_seconds
+        ]
+
+    def seconds_to_next_due(self, now: float | None = None) -> float | None:
+        if not self.open:
+            return None
+        now = time.monotonic() if now is None else now
+        oldest = min(b.started for b in self.open.values())
+        return max(0.0, oldest + self.max_seconds - now)
+
+    def take(self, batch: Batch) -> Batch:
+        """Detach an open batch for writing; it keeps holding its offsets back."""
+        del self.open[batch.table.name]
+        self.writing.append(batch)
+        return batch
+
+    def take_all(self) -> list[Batch]:
+        return [self.take(b) for b in list(self.open.values())]
+
+    def written(self, batch: Batch) -> None:
+        self.writing.remove(batch)
+
+    def pending_rows(self) -> int:
+        return sum(len(b) for b in self.open.values()) + sum(len(b) for b in self.writing)
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """Per partition, offsets that may be committed now and advance on the last commit."""
+        low = dict(self.consumed)
+        for batch in (*self.open.values(), *self.writing):
+            for tp, first in batch.first_offsets.items():
+                if first < low.get(tp, first + 1):
+                    low[tp] = first
+        return {tp: o for tp, o in low.items() if o > self.committed.get(tp, -1)}
+
+    def mark_committed(self, offsets: dict[TopicPartition, int]) -> None:
+        self.committed.update(offsets)
+
+    def reset(self) -> None:
+        """Forget everything (partitions revoked): uncommitted records will be read again."""
+        self.open.clear()
+        self.writing.clear()
+        self.consumed.clear()
+        self.committed.clear()

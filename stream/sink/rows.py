@@ -1,0 +1,555 @@
+"""Topic record -> ClickHouse row: pure functions, one row builder per table.
+
+Each topic the sink reads maps to one table (`ROUTES`). `to_row` never raises: a
+record that cannot become a row (not JSON, not an object, a required field missing,
+a value of the wrong kind) becomes an `invalid_events` row that says why. Value
+ranges are not checked here: ClickHouse is the judge of those, and the writer turns
+a row it rejects into an `invalid_events` row too (`rejected_row`).
+
+Rows are tuples in the order of `Table.columns`. The same record always gives the
+same row (no clocks, no counters), so a replay writes identical rows and
+ReplacingMergeTree collapses them.
+
+Times arrive as epoch milliseconds (stream/records.py); ISO 8601 strings and
+float seconds-or-milliseconds are not guessed at: ints (or integral floats) in ms,
+or ISO 8601 text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+
+from stream import topics
+from stream.config import Settings
+
+INVALID_STAGE = "sink"
+
+
+class Origin(Protocol):
+    """Where a record came from (ms timestamp); an aiokafka ConsumerRecord is one."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+
+
+class Record(NamedTuple):
+    """A plain Origin with its value, for tools and tests."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    value: bytes | None = None
+
+
+class RowError(ValueError):
+    """The record cannot become a row; `reasons` says why, one line per problem."""
+
+    def __init__(self, reasons: list[str]):
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    columns: tuple[str, ...]
+    build: Callable[[dict[str, Any], Origin], tuple]
+
+    @property
+    def source_index(self) -> int | None:
+        return self.columns.index("source") if "source" in self.columns else None
+
+
+# --- value converters: return the column value or raise ValueError/TypeError ----------
+
+
+def text(value: Any) -> str:
+    if type(value) is str:
+        return value
+    if value is None:
+        return ""
+    return orjson.dumps(value).decode()
+
+
+def json_text(value: Any) -> str:
+    """JSON text for a String column holding an object: dicts and lists encoded."""
+    if type(value) is str:
+        return value
+    if value is None:
+        return "{}"
+    return orjson.dumps(value).decode()
+
+
+def millis(value: Any) -> int:
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value:
+        if value.lstrip("-").isdigit():
+            return int(value)
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return int(parsed.timestamp() * 1000)
+    raise ValueError(f"not a time in epoch milliseconds: {value!r}")
+
+
+def millis_or_none(value: Any) -> int | None:
+    return None if value is None else millis(value)
+
+
+def seconds(value: Any) -> int:
+    """For DateTime (second precision) columns: ms on the wire -> epoch seconds."""
+    return millis(value) // 1000
+
+
+def integer(value: Any) -> int:
+    if type(value) is int:
+        return value
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"not a whole number: {value!r}")
+        return int(value)
+    if isinstance(value, str):
+        return int(value)
+    raise TypeError(f"not a number: {value!r}")
+
+
+def number(value: Any) -> float:
+    if type(value) is float:
+        return value
+    if value is None:
+        return 0.0
+    if isinstance(value, int | str):
+        return float(value)
+    raise TypeError(f"not a number: {value!r}")
+
+
+def flag(value: Any) -> bool:
+    if type(value) is bool:
+        return value
+    if value is None:
+        return False
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no", ""):
+            return False
+    raise ValueError(f"not true or false: {value!r}")
+
+
+def strings(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [text(v) for v in value]
+    raise TypeError(f"not a list of strings: {value!r}")
+
+
+# --- generic builder for the journey tables -------------------------------------------
+
+Converter = Callable[[Any], Any]
+
+
+def builder(
+    fields: tuple[tuple[str, Converter], ...],
+    required: tuple[str, ...],
+    fallbacks: dict[str, str] | None = None,
+) -> Callable[[dict[str, Any], Origin], tuple]:
+    """A row builder: `required` fields must be present and non-empty; a field named in
+    `fallbacks` takes another field's value when absent."""
+    fallbacks = fallbacks or {}
+
+    def build(record: dict[str, Any], origin: Origin) -> tuple:
+        missing = [name for name in required if record.get(name) in (None, "")]
+        if missing:
+            raise RowError([f"{name}: required" for name in missing])
+        if fallbacks:
+            record = record | {
+                name: record.get(other)
+                for name, other in fallbacks.items()
+                if record.get(name) is None
+            }
+        get = record.get
+        try:
+            return tuple([convert(get(name)) for name, convert in fields])
+        except (TypeError, ValueError, OverflowError):
+            raise RowError(_field_reasons(record, fields)) from None
+
+    return build
+
+
+def _field_reasons(record: dict[str, Any], fields) -> list[str]:
+    reasons = []
+    for name, convert in fields:
+        try:
+            convert(record.get(name))
+        except (TypeError, ValueError, OverflowError) as exc:
+            reasons.append(f"{name}: {exc}")
+    return reasons or ["unreadable record"]
+
+
+# --- events: the hot path, written out --------------------------------------------------
+
+EVENT_COLUMNS = (
+    "message_id", "type", "event", "name", "visitor_id", "anonymous_id", "user_id",
+    "previous_id", "session_id", "ts", "received_at", "sent_at", "source", "url", "path",
+    "referrer", "title", "properties", "traits", "context", "ip", "user_agent", "browser",
+    "os", "device_type", "is_bot", "ref_source", "ref_medium", "search_engine",
+    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "click_id",
+    "_topic", "_partition", "_offset",
+)  # fmt: skip
+
+
+def event_row(r: dict[str, Any], o: Origin) -> tuple:
+    message_id = r.get("message_id")
+    if type(message_id) is not str or not message_id:
+        raise RowError(["message_id: required"])
+    g = r.get
+    try:
+        anonymous_id, user_id = text(g("anonymous_id")), text(g("user_id"))
+        received_at = g("received_at")
+        return (
+            message_id,
+            text(g("type")),
+            text(g("event")),
+            text(g("name")),
+            text(g("visitor_id")) or anonymous_id or user_id,
+            anonymous_id,
+            user_id,
+            text(g("previous_id")),
+            text(g("session_id")),
+            millis(g("ts")),
+            o.timestamp if received_at is None else millis(received_at),
+            millis_or_none(g("sent_at")),
+            text(g("source")),
+            text(g("url")),
+            text(g("path")),
+            text(g("referrer")),
+            text(g("title")),
+            json_text(g("properties")),
+            json_text(g("traits")),
+            json_text(g("context")),
+            text(g("ip")),
+            text(g("user_agent")),
+            text(g("browser")),
+            text(g("os")),
+            text(g("device_type")),
+            flag(g("is_bot")),
+            text(g("ref_source")),
+            text(g("ref_medium")),
+            text(g("search_engine")),
+            text(g("utm_source")),
+            text(g("utm_medium")),
+            text(g("utm_campaign")),
+            text(g("utm_term")),
+            text(g("utm_content")),
+            text(g("click_id")),
+            o.topic,
+            o.partition,
+            o.offset,
+        )
+    except (TypeError, ValueError, OverflowError):
+        raise RowError(_field_reasons(r, EVENT_CHECKS)) from None
+
+
+# The fields of an event that can fail to convert, to name them in the reasons.
+EVENT_CHECKS = (
+    ("ts", millis),
+    ("received_at", millis_or_none),
+    ("sent_at", millis_or_none),
+    ("is_bot", flag),
+    ("properties", json_text),
+    ("traits", json_text),
+    ("context", json_text),
+)
+
+
+EVENTS = Table("events", EVENT_COLUMNS, event_row)
+
+# --- invalid events -------------------------------------------------------------------
+
+INVALID_COLUMNS = (
+    "received_at", "source", "reasons", "payload", "message_id", "stage", "error",
+    "_topic", "_partition", "_offset",
+)  # fmt: skip
+
+
+def _payload_id(topic: str, payload: bytes) -> str:
+    return hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=16).hexdigest()
+
+
+def invalid_record_row(r: dict[str, Any], o: Origin) -> tuple:
+    """An InvalidRecord from the collector or the processor (clickstream.invalid)."""
+    try:
+        payload = text(r.get("payload"))
+        received_at = r.get("received_at")
+        return (
+            o.timestamp if received_at is None else millis(received_at),
+            text(r.get("source")),
+            strings(r.get("reasons")),
+            payload,
+            text(r.get("message_id")) or _payload_id(o.topic, payload.encode()),
+            text(r.get("stage")),
+            text(r.get("error")),
+            o.topic,
+            o.partition,
+            o.offset,
+        )
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise RowError([f"unreadable invalid record: {exc}"]) from None
+
+
+INVALID_EVENTS = Table("invalid_events", INVALID_COLUMNS, invalid_record_row)
+
+
+def invalid_row(
+    origin: Origin,
+    value: bytes | None,
+    reasons: list[str],
+    error: str = "",
+    source: str = "",
+    message_id: str = "",
+) -> tuple:
+    """A row for invalid_events written by the sink itself (stage 'sink')."""
+    payload = value or b""
+    return (
+        origin.timestamp,
+        source,
+        reasons,
+        payload.decode("utf-8", "replace"),
+        message_id or _payload_id(origin.topic, payload),
+        INVALID_STAGE,
+        error,
+        origin.topic,
+        origin.partition,
+        origin.offset,
+    )
+
+
+def rejected_row(table: Table, row: tuple, origin: Origin, value: bytes | None, error: str):
+    """invalid_events row for a row ClickHouse refused for its content."""
+    index = table.source_index
+    source = row[index] if index is not None and isinstance(row[index], str) else ""
+    message_id = row[0] if table is EVENTS else ""
+    return invalid_row(
+        origin,
+        value,
+        [f"{table.name}: rejected by ClickHouse"],
+        error=error,
+        source=source,
+        message_id=message_id,
+    )
+
+
+# --- journey tables -------------------------------------------------------------------
+
+
+def journey_table(
+    name: str,
+    fields: tuple[tuple[str, Converter], ...],
+    required: tuple[str, ...],
+    fallbacks: dict[str, str] | None = None,
+) -> Table:
+    return Table(name, tuple(f for f, _ in fields), builder(fields, required, fallbacks))
+
+
+SESSIONS = journey_table(
+    "sessions",
+    (
+        ("session_id", text),
+        ("visitor_id", text),
+        ("anonymous_id", text),
+        ("user_id", text),
+        ("source", text),
+        ("started_at", millis),
+        ("ended_at", millis),
+        ("duration_s", number),
+        ("pageviews", integer),
+        ("events", integer),
+        ("engaged_seconds", number),
+        ("bounce", flag),
+        ("landing_page", text),
+        ("exit_page", text),
+        ("referrer", text),
+        ("ref_source", text),
+        ("ref_medium", text),
+        ("utm_source", text),
+        ("utm_medium", text),
+        ("utm_campaign", text),
+        ("click_id", text),
+        ("device_type", text),
+        ("browser", text),
+        ("os", text),
+        ("is_bot", flag),
+        ("stage_reached", text),
+        ("cart_value", number),
+        ("cart_items", integer),
+        ("orders", integer),
+        ("revenue", number),
+        ("refunds", number),
+        ("is_new_visitor", flag),
+        ("closed", flag),
+        ("close_reason", text),
+        ("version", integer),
+    ),
+    required=("session_id", "started_at"),
+    fallbacks={"ended_at": "started_at"},
+)
+
+STAGE_TRANSITIONS = journey_table(
+    "stage_transitions",
+    (
+        ("idempotency_key", text),
+        ("visitor_id", text),
+        ("anonymous_id", text),
+        ("user_id", text),
+        ("source", text),
+        ("from_stage", text),
+        ("to_stage", text),
+        ("ts", millis),
+        ("session_id", text),
+        ("event_id", text),
+    ),
+    required=("idempotency_key", "to_stage", "ts"),
+)
+
+TRIGGERS = journey_table(
+    "triggers",
+    (
+        ("idempotency_key", text),
+        ("trigger", text),
+        ("visitor_id", text),
+        ("anonymous_id", text),
+        ("user_id", text),
+        ("source", text),
+        ("ts", millis),
+        ("session_id", text),
+        ("cart_items", json_text),
+        ("cart_value", number),
+        ("currency", text),
+        ("last_product_viewed", json_text),
+        ("order_id", text),
+        ("revenue", number),
+    ),
+    required=("idempotency_key", "trigger", "ts"),
+)
+
+VISITORS = journey_table(
+    "visitors",
+    (
+        ("visitor_id", text),
+        ("anonymous_id", text),
+        ("user_id", text),
+        ("source", text),
+        ("first_seen", millis),
+        ("last_seen", millis),
+        ("sessions", integer),
+        ("orders", integer),
+        ("revenue", number),
+        ("lifetime_value", number),
+        ("stage", text),
+        ("first_utm_source", text),
+        ("first_utm_medium", text),
+        ("first_utm_campaign", text),
+        ("first_referrer", text),
+        ("first_landing_page", text),
+        ("version", integer),
+    ),
+    required=("visitor_id", "first_seen"),
+    fallbacks={"last_seen": "first_seen"},
+)
+
+METRIC_FIGURES = (
+    "visitors", "new_visitors", "returning_visitors", "sessions", "bounces", "pageviews",
+    "engaged_seconds", "sessions_awareness", "sessions_consideration", "sessions_decision",
+    "sessions_purchase", "sessions_retention", "sessions_advocacy", "stage_transitions",
+    "carts_created", "carts_abandoned", "checkouts", "orders", "revenue", "refunds",
+    "ratings_count", "ratings_sum", "nps_count", "nps_promoters", "nps_detractors",
+)  # fmt: skip
+FLOAT_FIGURES = frozenset({"engaged_seconds", "revenue", "refunds", "ratings_sum"})
+
+JOURNEY_METRICS_1M = journey_table(
+    "journey_metrics_1m",
+    (
+        ("window_start", seconds),
+        ("source", text),
+        ("campaign", text),
+        ("device_type", text),
+        ("visitor_type", text),
+        *((name, number if name in FLOAT_FIGURES else integer) for name in METRIC_FIGURES),
+        ("version", integer),
+    ),
+    required=("window_start",),
+)
+
+TABLES = (
+    EVENTS,
+    INVALID_EVENTS,
+    SESSIONS,
+    STAGE_TRANSITIONS,
+    TRIGGERS,
+    VISITORS,
+    JOURNEY_METRICS_1M,
+)
+
+# Topic (without the configured prefix) -> table.
+ROUTES: dict[str, Table] = {
+    topics.EVENTS: EVENTS,
+    topics.INVALID: INVALID_EVENTS,
+    topics.SESSIONS: SESSIONS,
+    topics.STAGE_CHANGES: STAGE_TRANSITIONS,
+    topics.TRIGGERS: TRIGGERS,
+    topics.VISITORS: VISITORS,
+    topics.METRICS: JOURNEY_METRICS_1M,
+}
+
+
+def routes(settings: Settings) -> dict[str, Table]:
+    """Topic as named on the broker (prefix included) -> table."""
+    return {settings.topic(name): table for name, table in ROUTES.items()}
+
+
+def to_row(table: Table, value: bytes | None, origin: Origin) -> tuple[Table, tuple]:
+    """The row for one record, or an invalid_events row saying why there is none."""
+    try:
+        record = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError as exc:
+        return INVALID_EVENTS, invalid_row(origin, value, [f"{table.name}: not JSON ({exc})"])
+    if not isinstance(record, dict):
+        return INVALID_EVENTS, invalid_row(origin, value, [f"{table.name}: not a JSON object"])
+    try:
+        return table, table.build(record, origin)
+    except RowError as exc:
+        source = record.get("source")
+        message_id = record.get("message_id")
+        return INVALID_EVENTS, invalid_row(
+            origin,
+            value,
+            [f"{table.name}: {reason}" for reason in exc.reasons],
+            source=source if isinstance(source, str) else "",
+            message_id=message_id if isinstance(message_id, str) else "",
+        )

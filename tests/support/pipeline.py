@@ -1,0 +1,154 @@
+"""A real pipeline for integration tests: `clickstream run` in a subprocess on free ports,
+the embedded broker and the embedded ClickHouse engine, nothing mocked."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+WRITE_KEY = "test-write-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 10.0):
+    """(status, parsed JSON or raw bytes) without raising on 4xx/5xx."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return status, raw
+
+
+def basic_auth(key: str = WRITE_KEY) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+@dataclass
+class Pipeline:
+    process: subprocess.Popen
+    env: dict[str, str]
+    http_port: int
+    api_port: int
+    broker_port: int
+    processor_port: int
+    log_path: Path
+
+    @property
+    def collector(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def post(self, path: str, payload, headers: dict | None = None, raw: bytes | None = None):
+        body = raw if raw is not None else orjson.dumps(payload)
+        all_headers = {"Content-Type": "application/json", **basic_auth(), **(headers or {})}
+        return http("POST", self.collector + path, body, all_headers)
+
+    def sql(self, query: str) -> list[list]:
+        status, answer = http("POST", self.api + "/api/v1/sql", query.encode(), {"Content-Type": "text/plain"})
+        assert status == 200, answer
+        return answer["rows"]
+
+    def wait_for(self, query: str, expected, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        rows = None
+        while time.monotonic() < deadline:
+            rows = self.sql(query)
+            if rows == expected:
+                return rows
+            time.sleep(0.25)
+        raise AssertionError(f"{query!r} gave {rows!r}, expected {expected!r}\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> float:
+        started = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return time.monotonic() - started
+
+
+def pipeline_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_DSN", "PROMETHEUS_MULTIPROC_DIR")}
+    env.update(
+        CLICKSTREAM_DATA_DIR=str(data_dir),
+        CLICKSTREAM_HTTP_PORT=str(free_port()),
+        CLICKSTREAM_API_PORT=str(free_port()),
+        CLICKSTREAM_BROKER_PORT=str(free_port()),
+        CLICKSTREAM_PROCESSOR_PORT=str(free_port()),
+        CLICKSTREAM_WRITE_KEYS=f"{WRITE_KEY}:test",
+        CLICKSTREAM_SINK_BATCH_SECONDS="0.2",
+        CLICKSTREAM_LOG_LEVEL="INFO",
+    )
+    env.update(extra)
+    return env
+
+
+def start_pipeline(data_dir: Path, args: tuple[str, ...] = (), timeout: float = 60.0, **extra: str) -> Pipeline:
+    env = pipeline_env(data_dir, **extra)
+    log_path = data_dir / "pipeline.log"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "run", *args],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    pipeline = Pipeline(
+        process,
+        env,
+        int(env["CLICKSTREAM_HTTP_PORT"]),
+        int(env["CLICKSTREAM_API_PORT"]),
+        int(env["CLICKSTREAM_BROKER_PORT"]),
+        int(env["CLICKSTREAM_PROCESSOR_PORT"]),
+        log_path,
+    )
+    deadline = time.monotonic() + timeout
+    urls = [f"{pipeline.collector}/healthz", f"{pipeline.api}/healthz", f"http://127.0.0.1:{pipeline.processor_port}/healthz"]
+    while urls:
+        if process.poll() is not None or time.monotonic() > deadline:
+            pipeline.stop()
+            raise RuntimeError(f"pipeline did not become ready:\n{pipeline.log_tail(80)}")
+        try:
+            status, _ = http("GET", urls[0], timeout=1.0)
+        except OSError:
+            status = 0
+        if status == 200:
+            urls.pop(0)
+        else:
+            time.sleep(0.2)
+    return pipeline
