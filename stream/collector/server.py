@@ -8,7 +8,6 @@ acknowledged every record of the request, so an answered request is never lost.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from aiohttp import web
 
 from stream.collector import intake
 from stream.collector.intake import IntakeError
-from stream.collector.normalize import to_record
+from stream.collector.normalize import derive_message_id, to_record
 from stream.collector.publish import Publisher
 from stream.collector.validate import Validator
 from stream.config import Settings
@@ -78,9 +77,9 @@ class Collector:
         invalid: list[InvalidRecord] = []
         errors: list[dict[str, Any]] = []
         for call in calls:
-            reasons = self._check(call)
+            payload = intake.inherit(call.payload, shared) if isinstance(call.payload, dict) else call.payload
+            reasons = self._check(call, payload, received_at)
             if not reasons:
-                payload = intake.inherit(call.payload, shared)
                 try:
                     events.append(
                         to_record(
@@ -122,10 +121,10 @@ class Collector:
         status = 400 if errors and not events else 200
         return json_response(answer, status)
 
-    def _check(self, call: intake.Call) -> list[str]:
+    def _check(self, call: intake.Call, payload: Any, received_at: int) -> list[str]:
         if call.size > intake.MAX_EVENT_BYTES:
             return [f"event is larger than 32 KB ({call.size} bytes)"]
-        return self.validator.validate(call.payload)
+        return self.validator.validate(payload, received_at_ms=received_at)
 
 
 def dead_letter(payload: Any, reasons: list[str], source: str, received_at: int) -> InvalidRecord:
@@ -135,7 +134,7 @@ def dead_letter(payload: Any, reasons: list[str], source: str, received_at: int)
         text = repr(payload)
     message_id = payload.get("messageId") if isinstance(payload, dict) else None
     if not isinstance(message_id, str) or not message_id:
-        message_id = "invalid-" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        message_id = derive_message_id(payload, source)
     return InvalidRecord(
         received_at=received_at,
         source=source,

@@ -11,7 +11,9 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 # Ad platforms' click ids, first found wins; the order puts the unambiguous ones first.
-CLICK_IDS = tuple("gclid gbraid wbraid dclid msclkid fbclid ttclid li_fat_id twclid".split())
+CLICK_IDS = (
+    "gclid", "gbraid", "wbraid", "dclid", "msclkid", "fbclid", "ttclid", "li_fat_id", "twclid"
+)  # fmt: skip
 _MAY_TAG = re.compile(r"utm_|clid|clkid|braid|li_fat_id")
 # URL parameter -> its key in Segment's context.campaign.
 _UTM = {
