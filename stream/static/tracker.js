@@ -50,6 +50,7 @@
   var MAX_BACKOFF = 60000;
   var ACTIVE_MS = 10000; // input within this window counts as "engaged"
   var BEACON_MAX = 60000; // browsers cap beacon/keepalive bodies at 64 KiB
+  var SEND_TIMEOUT_MS = 15000;
   var AID = '_cs_aid';
   var UID = '_cs_uid';
   var QKEY = '_cs_q';
@@ -302,12 +303,19 @@
     try {
       headers.Authorization = 'Basic ' + btoa(writeKey + ':');
     } catch (e) {}
+    // A request that never answers would block the queue forever: abort it
+    // and let the backoff retry.
+    var ctl = w.AbortController && new AbortController();
+    if (ctl) setTimeout(function () {
+      ctl.abort();
+    }, SEND_TIMEOUT_MS);
     // keepalive lets an in-flight batch finish if the visitor navigates away.
     return fetch(endpoint, {
       method: 'POST',
       body: data,
       headers: headers,
-      keepalive: data.length < BEACON_MAX
+      keepalive: data.length < BEACON_MAX,
+      signal: ctl ? ctl.signal : undefined
     });
   }
 
@@ -347,11 +355,12 @@
   // everything to sendBeacon (or a keepalive fetch) right now.
   function hide() {
     ping(true);
+    // Offline or mid-backoff: a beacon would most likely be lost, and we
+    // cannot tell. Keep the calls in localStorage (and the retry timer, in
+    // case the page is only backgrounded) for the next attempt instead.
+    if (nav.onLine === false || now() < retryAt) return;
     clearTimeout(timer);
     timer = 0;
-    // Offline or mid-backoff: a beacon would most likely be lost, and we
-    // cannot tell. Keep the calls in localStorage for the next page instead.
-    if (nav.onLine === false || now() < retryAt) return;
     var rest = q.filter(function (m) {
       return !(busy && busy[m.messageId]);
     });
@@ -480,7 +489,7 @@
     }
 
     aid = restore(AID);
-    persist(AID, (aid = uuid()));
+    if (!aid) persist(AID, (aid = uuid()));
     uid = restore(UID);
     ref = d.referrer;
     try {

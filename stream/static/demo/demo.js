@@ -14,19 +14,21 @@ window.clickstream = window.clickstream || [];
 });
 
 var CURRENCY = 'USD';
+// Product "photos" are monogram tiles: no image assets, and no reliance on
+// emoji fonts (often missing on Linux and in headless browsers).
 var BRAND = 'Clickstream Co.';
 var PRODUCTS = [
-  { id: 'p-1001', sku: 'MUG-MID-12', name: 'Midnight Mug', category: 'Kitchen', price: 14.0, emoji: '☕', tint: '#dbeafe',
+  { id: 'p-1001', sku: 'MUG-MID-12', name: 'Midnight Mug', category: 'Kitchen', price: 14.0, mark: 'MM', tint: '#dbeafe', ink: '#1d4ed8',
     desc: 'A 12 oz stoneware mug with a matte black glaze. Keeps late-night queries warm.' },
-  { id: 'p-1002', sku: 'TEE-FUN-M', name: 'Funnel Tee', category: 'Apparel', price: 24.0, emoji: '👕', tint: '#fce7f3',
+  { id: 'p-1002', sku: 'TEE-FUN-M', name: 'Funnel Tee', category: 'Apparel', price: 24.0, mark: 'FT', tint: '#fce7f3', ink: '#be185d',
     desc: 'Soft organic cotton tee printed with a conversion funnel. It only narrows at the bottom.' },
-  { id: 'p-1003', sku: 'NB-DOT-A5', name: 'Dot Grid Notebook', category: 'Stationery', price: 9.5, emoji: '📓', tint: '#dcfce7',
+  { id: 'p-1003', sku: 'NB-DOT-A5', name: 'Dot Grid Notebook', category: 'Stationery', price: 9.5, mark: 'DG', tint: '#dcfce7', ink: '#15803d',
     desc: 'A5, 160 pages of dot grid, lay-flat binding. For sketching user journeys.' },
-  { id: 'p-1004', sku: 'HP-SES-01', name: 'Session Headphones', category: 'Audio', price: 89.0, emoji: '🎧', tint: '#ede9fe',
+  { id: 'p-1004', sku: 'HP-SES-01', name: 'Session Headphones', category: 'Audio', price: 89.0, mark: 'SH', tint: '#ede9fe', ink: '#6d28d9',
     desc: 'Closed-back headphones with 30-minute inactivity auto-off. Sessionization you can hear.' },
-  { id: 'p-1005', sku: 'PL-CAC-S', name: 'Tiny Cactus', category: 'Home', price: 12.0, emoji: '🌵', tint: '#fef9c3',
+  { id: 'p-1005', sku: 'PL-CAC-S', name: 'Tiny Cactus', category: 'Home', price: 12.0, mark: 'TC', tint: '#fef9c3', ink: '#a16207',
     desc: 'A low-maintenance desk plant. Needs water roughly as often as you rotate keys.' },
-  { id: 'p-1006', sku: 'BT-KAF-1L', name: 'Stream Bottle', category: 'Kitchen', price: 19.0, emoji: '🧴', tint: '#cffafe',
+  { id: 'p-1006', sku: 'BT-KAF-1L', name: 'Stream Bottle', category: 'Kitchen', price: 19.0, mark: 'SB', tint: '#cffafe', ink: '#0e7490',
     desc: 'One litre insulated bottle. Handles high throughput without leaking.' }
 ];
 
@@ -144,10 +146,14 @@ function toast(msg) {
 
 // ---------- pages ----------
 
+function thumb(p, size) {
+  return '<div class="thumb ' + size + '" style="background:' + p.tint + ';color:' + p.ink + '">' + p.mark + '</div>';
+}
+
 function productCard(p, i) {
   return (
     '<a class="card" id="product-link-' + esc(p.id) + '" href="product.html?id=' + encodeURIComponent(p.id) + '" data-position="' + (i + 1) + '">' +
-    '<div class="thumb" style="background:' + p.tint + '">' + p.emoji + '</div>' +
+    thumb(p, '') +
     '<div class="card-body"><div class="muted small">' + esc(p.category) + '</div>' +
     '<div class="card-title">' + esc(p.name) + '</div>' +
     '<div class="price">' + money(p.price) + '</div></div></a>'
@@ -197,7 +203,8 @@ function initProduct() {
   }
   document.title = p.name + ' · Clickstream Shop';
   $('product-thumb').style.background = p.tint;
-  $('product-thumb').textContent = p.emoji;
+  $('product-thumb').style.color = p.ink;
+  $('product-thumb').textContent = p.mark;
   $('product-category').textContent = p.category;
   $('product-name').textContent = p.name;
   $('product-price').textContent = money(p.price);
@@ -245,7 +252,7 @@ function renderCart() {
     ? lines.map(function (l) {
         var p = l.product;
         return (
-          '<div class="line"><div class="thumb sm" style="background:' + p.tint + '">' + p.emoji + '</div>' +
+          '<div class="line">' + thumb(p, 'sm') +
           '<div class="grow"><a href="product.html?id=' + encodeURIComponent(p.id) + '">' + esc(p.name) + '</a>' +
           '<div class="muted small">' + l.quantity + ' × ' + money(p.price) + '</div></div>' +
           '<div class="price">' + money(p.price * l.quantity) + '</div>' +
