@@ -6,7 +6,7 @@ watermark, publishes what the Outcome holds, and stores Outcome.state when not N
 
 from stream.journey.machine import STAGES_PATH, StageMachine, StageMachineError
 from stream.journey.merge import merge
-from stream.journey.process import Outcome, apply, tick
+from stream.journey.process import Outcome, apply, due, tick
 from stream.journey.state import SessionState, VisitorState, decode_state, encode_state
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "VisitorState",
     "apply",
     "decode_state",
+    "due",
     "encode_state",
     "merge",
     "tick",

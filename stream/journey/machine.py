@@ -94,7 +94,16 @@ class Rule:
 class StageMachine:
     """Ordered stages, the lapsed stage, and the rules between them."""
 
-    __slots__ = ("stages", "lapsed", "lapse_from", "stage_triggers", "rules", "_rank", "_by_event", "_any")
+    __slots__ = (
+        "stages",
+        "lapsed",
+        "lapse_from",
+        "stage_triggers",
+        "rules",
+        "_rank",
+        "_by_event",
+        "_any",
+    )
 
     def __init__(
         self,
@@ -116,7 +125,10 @@ class StageMachine:
         for rule in ordered:
             for name in rule.events:
                 by_event.setdefault(name, []).append(rule)
-        self._by_event = {k: tuple(sorted(v + list(self._any), key=lambda r: -r.rank)) for k, v in by_event.items()}
+        self._by_event = {
+            k: tuple(sorted(v + list(self._any), key=lambda r: -r.rank))
+            for k, v in by_event.items()
+        }
 
     @classmethod
     def load(cls, path: Path = STAGES_PATH) -> StageMachine:
@@ -131,7 +143,9 @@ class StageMachine:
         if not isinstance(data, dict):
             raise StageMachineError(f"{where}: expected an object")
         stages = data.get("stages")
-        if not (isinstance(stages, list) and stages and all(isinstance(s, str) and s for s in stages)):
+        if not (
+            isinstance(stages, list) and stages and all(isinstance(s, str) and s for s in stages)
+        ):
             raise StageMachineError(f"{where}: 'stages' must be a non-empty list of names")
         if len(set(stages)) != len(stages):
             raise StageMachineError(f"{where}: stage names must be unique")

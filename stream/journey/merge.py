@@ -19,7 +19,6 @@ from stream.journey.state import (
     copy_state,
 )
 
-
 _FIRST_TOUCH = (
     "first_referrer",
     "first_landing_page",
@@ -49,7 +48,11 @@ def merge(a: VisitorState, b: VisitorState, machine: StageMachine | None = None)
     out.first_seen = first.first_seen
     for name in _FIRST_TOUCH:
         setattr(out, name, getattr(first, name))
-    out.last_seen, out.last_event_id, out.is_bot = latest.last_seen, latest.last_event_id, latest.is_bot
+    out.last_seen, out.last_event_id, out.is_bot = (
+        latest.last_seen,
+        latest.last_event_id,
+        latest.is_bot,
+    )
     out.cart, out.currency, out.last_product = latest.cart, latest.currency, latest.last_product
     out.floor = min(a.floor, b.floor)  # neither device's open sessions turn late
     for partition, offset in b.offsets.items():

@@ -136,6 +136,20 @@ def tick(
     return out
 
 
+def due(
+    state: VisitorState, rules: SessionRules, machine: StageMachine, lapse_ms: int | None = None
+) -> int | None:
+    """The lowest watermark at which tick() has work for this state; None: never.
+
+    Lets the shell tick only the visitors that are due instead of its whole table.
+    """
+    lapse_ms = rules.lapse_ms if lapse_ms is None else lapse_ms
+    times = [reach(s, rules) + rules.lateness_ms for s in state.sessions]
+    if machine.can_lapse(state.stage):
+        times.append(state.last_seen + lapse_ms)
+    return min(times, default=None)
+
+
 def _watched(state: VisitorState) -> tuple:
     return (state.stage, state.session_count, state.orders, state.user_id)
 
@@ -213,17 +227,21 @@ def _device(s: SessionState, event: EventRecord) -> None:
 
 
 def _close_settled(state: VisitorState, settled_at: int, rules: SessionRules, out: Outcome) -> None:
-    """Close every session no event at or after `settled_at` can join."""
+    """Close every session no event at or after `settled_at` can join.
+
+    From then on an event that could have joined a closed session is late: those
+    before its reach, unless a later open session takes them (floor = that start).
+    """
     if not state.sessions:
         return
-    keep = []
-    for s in state.sessions:
-        until = reach(s, rules)
-        if until <= settled_at:
-            _close(state, s, s.ended_by or end_reason(s, rules), until, out)
-        else:
-            keep.append(s)
-    state.sessions = keep
+    settled = [s for s in state.sessions if reach(s, rules) <= settled_at]
+    if not settled:
+        return
+    state.sessions = [s for s in state.sessions if reach(s, rules) > settled_at]
+    for s in settled:
+        after = [o.start for o in state.sessions if o.start > s.end]
+        floor = min([reach(s, rules), *after])
+        _close(state, s, s.ended_by or end_reason(s, rules), floor, out)
 
 
 def _close(state: VisitorState, s: SessionState, reason: str, floor: int, out: Outcome) -> None:
@@ -273,7 +291,9 @@ def _move(
     machine: StageMachine,
     out: Outcome,
 ) -> None:
-    out.stage_changes.append(records.stage_change(state, state.stage, to, ts, session_id_, event_id))
+    out.stage_changes.append(
+        records.stage_change(state, state.stage, to, ts, session_id_, event_id)
+    )
     state.stage = to
     state.history = [*state.history[-(MAX_HISTORY - 1) :], (to, ts)]
     if machine.rank(to) > machine.rank(state.max_stage):

@@ -9,6 +9,7 @@ Stages are stored by name, so reordering stages.json never corrupts a state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from operator import attrgetter
 
 import orjson
 
@@ -112,17 +113,17 @@ _I_CART = _VISITOR.index("cart")
 _I_PRODUCT = _VISITOR.index("last_product")
 
 
-def _row(obj: object, names: tuple[str, ...]) -> list:
-    return [getattr(obj, n) for n in names]
+_session_row = attrgetter(*_SESSION)  # all fields as a tuple, in declared order
+_visitor_row = attrgetter(*_VISITOR)
 
 
 def copy_session(s: SessionState) -> SessionState:
-    return SessionState(*_row(s, _SESSION))
+    return SessionState(*_session_row(s))
 
 
 def copy_state(state: VisitorState) -> VisitorState:
     """A copy sharing nothing mutable (tuples are shared: they never change)."""
-    row = _row(state, _VISITOR)
+    row = list(_visitor_row(state))
     row[_I_OFFSETS] = dict(state.offsets)
     row[_I_SESSIONS] = [copy_session(s) for s in state.sessions]
     row[_I_ORDER_IDS] = list(state.order_ids)
@@ -132,9 +133,9 @@ def copy_state(state: VisitorState) -> VisitorState:
 
 
 def encode_state(state: VisitorState) -> bytes:
-    row = _row(state, _VISITOR)
+    row = list(_visitor_row(state))
     row[_I_OFFSETS] = [[p, o] for p, o in state.offsets.items()]
-    row[_I_SESSIONS] = [_row(s, _SESSION) for s in state.sessions]
+    row[_I_SESSIONS] = [_session_row(s) for s in state.sessions]
     return orjson.dumps([FORMAT, *row])
 
 

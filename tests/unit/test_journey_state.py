@@ -1,0 +1,108 @@
+"""The visitor state's encoding: lossless, compact, versioned."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from stream.journey import StageMachine, apply, decode_state, encode_state
+from stream.journey.state import FORMAT, SessionState, VisitorState, copy_state
+from stream.sessionize.rules import SessionRules
+from tests.golden.script import event
+
+pytestmark = pytest.mark.unit
+
+T0 = 1_709_287_200_000
+LONG_URL = "https://shop.example/category/lighting/desk-lamps?utm_source=google&utm_medium=cpc&utm_campaign=spring_sale_2024"
+
+
+def active_visitor() -> VisitorState:
+    """A typical active visitor: an ad landing, a product, two cart lines, one open session."""
+    machine, rules, state = StageMachine.load(), SessionRules(), None
+    events = [
+        event(
+            ts=T0,
+            message_id="m0",
+            url=LONG_URL,
+            referrer="https://www.google.com/search?q=desk+lamp",
+            ref_source="google",
+            ref_medium="paid",
+            utm_source="google",
+            utm_medium="cpc",
+            utm_campaign="spring_sale_2024",
+            click_id="Cj0KCQjw-a-long-gclid-value-1234567890",
+        ),
+        event(
+            ts=T0 + 20_000,
+            message_id="m1",
+            event="Product Viewed",
+            url="https://shop.example/p/lamp-1",
+            properties={"product_id": "SKU-10001", "name": "Brass Desk Lamp", "price": 79.9},
+        ),
+        event(
+            ts=T0 + 40_000,
+            message_id="m2",
+            event="Product Added",
+            user_id="customer-000123",
+            properties={
+                "product_id": "SKU-10001",
+                "sku": "BDL-1",
+                "name": "Brass Desk Lamp",
+                "price": 79.9,
+                "quantity": 1,
+                "currency": "EUR",
+            },
+        ),
+        event(
+            ts=T0 + 50_000,
+            message_id="m3",
+            event="Product Added",
+            properties={
+                "product_id": "SKU-10002",
+                "sku": "LB-2",
+                "name": "LED Bulb E27 warm",
+                "price": 6.5,
+                "quantity": 2,
+            },
+        ),
+        event(ts=T0 + 60_000, message_id="m4", url="https://shop.example/cart"),
+    ]
+    for offset, e in enumerate(events):
+        state = apply(state, e, offset, rules, machine).state
+    return state
+
+
+def test_round_trip_is_lossless() -> None:
+    state = active_visitor()
+    assert decode_state(encode_state(state)) == state
+    assert decode_state(encode_state(state)).sessions[0].campaign == state.sessions[0].campaign
+
+
+def test_a_typical_active_visitor_encodes_under_2_kb() -> None:
+    size = len(encode_state(active_visitor()))
+    print(f"encoded state of a typical active visitor: {size} bytes")
+    assert size < 2048
+
+
+def test_an_older_row_decodes_with_defaults_and_a_newer_one_is_refused() -> None:
+    row = orjson.loads(encode_state(VisitorState("v1")))
+    assert decode_state(orjson.dumps(row[:-2])) == VisitorState("v1", is_bot=False, version=0)
+    with pytest.raises(ValueError):
+        decode_state(orjson.dumps([*row, "extra"]))
+    with pytest.raises(ValueError):
+        decode_state(orjson.dumps([FORMAT + 1, *row[1:]]))
+
+
+def test_copy_shares_nothing_mutable() -> None:
+    state = active_visitor()
+    copy = copy_state(state)
+    copy.sessions[0].events += 1
+    copy.offsets[0] = 99
+    copy.cart.clear()
+    copy.history.append(("x", 0))
+    assert state == decode_state(encode_state(active_visitor()))
+
+
+def test_state_records_are_slotted() -> None:
+    assert not hasattr(VisitorState("v"), "__dict__")
+    assert not hasattr(SessionState("s", 0, 0), "__dict__")
