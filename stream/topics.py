@@ -21,7 +21,7 @@ SINK_GROUP = "clickstream-sink"
 
 ALL = (EVENTS, INVALID, CONTROL, STAGE_CHANGES, SESSIONS, TRIGGERS, VISITORS, METRICS)
 # Faust table changelogs: "<app id>-<table name>-changelog", co-partitioned with EVENTS.
-TABLES = ("visitors",)
+TABLES = ("visitors", "windows")
 
 
 @dataclass(frozen=True, slots=True)

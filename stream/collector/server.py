@@ -246,7 +246,8 @@ def build_app(settings: Settings, publisher: Publisher) -> web.Application:
 async def serve(settings: Settings, host: str = "0.0.0.0") -> web.AppRunner:
     """Start the collector on settings.http_port; the caller keeps the runner to stop it."""
     app = build_app(settings, Publisher(settings))
-    runner = web.AppRunner(app, access_log=None)
+    # auto_decompress off: intake inflates gzip itself, bounded to 500 KB (no zip bombs)
+    runner = web.AppRunner(app, access_log=None, auto_decompress=False)
     await runner.setup()
     await web.TCPSite(runner, host, settings.http_port, reuse_address=True).start()
     return runner

@@ -86,6 +86,14 @@ def create_app(settings: Settings) -> faust.App:
         partitions=settings.partitions,
         use_partitioner=True,  # written inside take_events, outside per-event context
     )
+    windows = app.Table(
+        "windows",
+        default=None,
+        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+        partitions=settings.partitions,
+        use_partitioner=True,
+    )
+    window_keys = [partition_key(p, settings.partitions) for p in range(settings.partitions)]
     indexed: set[int] = set()
 
     @app.agent(source, concurrency=1)
@@ -95,7 +103,9 @@ def create_app(settings: Settings) -> faust.App:
                 Record(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.value)
                 for e in events
             ]
-            result = engine.run(records, _loader(visitors))
+            result = engine.run(
+                records, _loader(visitors), lambda partition: windows.get(window_keys[partition])
+            )
             # Outputs first, acknowledged; then state. A crash in between repeats outputs
             # with the same idempotency keys instead of losing them.
             if result.outputs:
@@ -106,6 +116,8 @@ def create_app(settings: Settings) -> faust.App:
                 await asyncio.gather(*futures)
             for visitor, state in result.states.items():
                 visitors[visitor] = state
+            for partition, accumulator in result.windows.items():
+                windows[window_keys[partition]] = accumulator
             if result.last_received_at:
                 PROCESSING_LATENCY.observe(max(0.0, time.time() - result.last_received_at / 1000))
             for partition, clock in engine.clocks.items():
@@ -144,6 +156,18 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
+def partition_key(partition: int, partitions: int) -> str:
+    """A table key that the default partitioner puts on `partition`: the metrics
+    accumulator of partition p must live in changelog partition p, so the worker that
+    owns p recovers it."""
+    i = 0
+    while True:
+        key = f"windows-{partition}-{i}"
+        if (murmur2(key.encode()) & 0x7FFFFFFF) % partitions == partition:
+            return key
+        i += 1
+
+
 def _loader(table):
     def load(visitor: str) -> bytes | None:
         return table.get(visitor)
@@ -158,7 +182,7 @@ def _index_recovered(engine: Engine, table, partitions: int, assigned: list[int]
     if not fresh:
         return
     for visitor, raw in list(table.items()):
-        if raw is None:
+        if raw is None or visitor.startswith("windows-"):
             continue
         partition = (murmur2(visitor.encode()) & 0x7FFFFFFF) % partitions
         if partition in fresh:

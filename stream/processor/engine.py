@@ -31,13 +31,16 @@ from stream.journey import (
     encode_state,
     tick,
 )
+from stream.metrics import WindowAccumulator, metric_row_key, settle_ms
 from stream.records import InvalidRecord
 from stream.sessionize.rules import SessionRules
 from stream.telemetry import (
+    ACTIVE_SESSIONS,
     EVENTS_LATE,
     EVENTS_PROCESSED,
     PROCESSING_FAILURES,
     SESSIONS_CLOSED,
+    SESSIONS_STARTED,
     STAGE_TRANSITIONS,
     TRIGGERS,
 )
@@ -64,6 +67,7 @@ class Output:
 @dataclass(slots=True)
 class BatchResult:
     states: dict[str, bytes] = field(default_factory=dict)  # visitor -> encoded state
+    windows: dict[int, bytes] = field(default_factory=dict)  # partition -> encoded metrics
     outputs: list[Output] = field(default_factory=list)
     processed: int = 0
     last_received_at: int = 0  # ms, for processing latency
@@ -90,15 +94,24 @@ class Engine:
             "sessions": settings.topic(topics.SESSIONS),
             "triggers": settings.topic(topics.TRIGGERS),
             "visitors": settings.topic(topics.VISITORS),
+            "metrics": settings.topic(topics.METRICS),
             "invalid": settings.topic(topics.INVALID),
         }
         self.clocks: dict[int, PartitionClock] = {}
+        self.settle_ms = settle_ms(self.rules)
 
     # --- the batch --------------------------------------------------------
-    def run(self, records: Iterable[Record], load: Callable[[str], bytes | None]) -> BatchResult:
+    def run(
+        self,
+        records: Iterable[Record],
+        load: Callable[[str], bytes | None],
+        load_windows: Callable[[int], bytes | None] = lambda partition: None,
+    ) -> BatchResult:
         result = BatchResult()
         states: dict[str, Any] = {}  # visitor -> decoded state (None = new visitor)
         dirty: set[str] = set()
+        self._windows: dict[int, WindowAccumulator] = {}
+        self._load_windows = load_windows
 
         def state_of(visitor: str) -> Any:
             if visitor not in states:
@@ -106,10 +119,12 @@ class Engine:
                 states[visitor] = decode_state(raw) if raw else None
             return states[visitor]
 
+        watermarks: dict[int, int] = {}
         for record in records:
             try:
                 if record.topic == self.control_topic:
-                    self._on_tick(record, state_of, states, dirty, result)
+                    watermark = self._on_tick(record, state_of, states, dirty, result)
+                    watermarks[record.partition] = max(watermarks.get(record.partition, 0), watermark)
                 else:
                     self._on_event(record, state_of, states, dirty, result)
             except Exception as exc:  # noqa: BLE001 - one bad record never stops the partition
@@ -119,21 +134,43 @@ class Engine:
             state = states[visitor]
             if state is not None:
                 result.states[visitor] = encode_state(state)
+        self._close_windows(watermarks, result)
         return result
+
+    # --- metrics windows ------------------------------------------------------
+    def _accumulator(self, partition: int) -> WindowAccumulator:
+        acc = self._windows.get(partition)
+        if acc is None:
+            raw = self._load_windows(partition)
+            acc = WindowAccumulator.decode(raw) if raw else WindowAccumulator()
+            self._windows[partition] = acc
+        return acc
+
+    def _close_windows(self, watermarks: dict[int, int], result: BatchResult) -> None:
+        """Emit the windows each touched partition's watermark completed; store the rest."""
+        for partition, acc in self._windows.items():
+            clock = self.clocks.get(partition)
+            watermark = max(watermarks.get(partition, 0), clock.max_ts if clock else 0)
+            for row in acc.close(watermark, self.rules.lateness_ms, partition, settle_ms=self.settle_ms):
+                key = metric_row_key(row)
+                row["idempotency_key"] = key
+                result.outputs.append(Output(self.out_topics["metrics"], key.encode(), orjson.dumps(row)))
+            result.windows[partition] = acc.encode()
 
     def _on_event(self, record, state_of, states, dirty, result: BatchResult) -> None:
         event = orjson.loads(record.value)
         visitor = event["visitor_id"]
-        outcome = apply(
-            state_of(visitor), event, record.offset, self.rules, self.machine, record.partition
-        )
+        before = state_of(visitor)
+        outcome = apply(before, event, record.offset, self.rules, self.machine, record.partition)
+        if outcome.state is not None:  # late events still advance the stored offset
+            states[visitor] = outcome.state
+            dirty.add(visitor)
         if outcome.late:
             EVENTS_LATE.labels(event.get("source", "")).inc()
         if not outcome.applied:
             return
-        states[visitor] = outcome.state
-        dirty.add(visitor)
-        self._emit(outcome, visitor, result)
+        self._observe(record.partition, event, before, outcome)
+        self._emit(outcome, visitor, result, record.partition)
         result.processed += 1
         result.last_received_at = max(result.last_received_at, int(event.get("received_at") or 0))
         EVENTS_PROCESSED.labels(event.get("source", "")).inc()
@@ -145,6 +182,7 @@ class Engine:
     def _on_tick(self, record, state_of, states, dirty, result: BatchResult) -> None:
         message = orjson.loads(record.value)
         watermark = int(message["watermark"])
+        self._accumulator(record.partition)  # the tick may complete metric windows
         clock = self.clocks.setdefault(record.partition, PartitionClock())
         idle_after = self.rules.timeout_ms + self.rules.lateness_ms
         for visitor, last_ts in list(clock.pending.items()):
@@ -158,25 +196,55 @@ class Engine:
             if outcome.state is not None:
                 states[visitor] = outcome.state
                 dirty.add(visitor)
-            self._emit(outcome, visitor, result)
+            self._emit(outcome, visitor, result, record.partition)
             if not _needs_watch(outcome.state or state):
                 del clock.pending[visitor]
             else:
                 # Watch again at the lapse horizon: a purchaser lapses after lapse_days.
                 clock.pending[visitor] = last_ts if watermark - last_ts < self.lapse_ms else watermark
+        return watermark
 
-    def _emit(self, outcome: Outcome, visitor: str, result: BatchResult) -> None:
+    def _observe(self, partition: int, event: dict, before: Any, outcome: Outcome) -> None:
+        """Feed the partition's metric windows with what the journey applied."""
+        state = outcome.state
+        session = next((s for s in state.sessions if s.id == outcome.session_id), None)
+        previous = None
+        if before is not None:
+            previous = next((s for s in before.sessions if s.id == outcome.session_id), None)
+        started = previous is None
+        if started:
+            SESSIONS_STARTED.labels(event.get("source", "")).inc()
+            ACTIVE_SESSIONS.inc()
+        cart_created = (
+            event.get("event") == "Product Added"
+            and session is not None
+            and session.cart_touched
+            and not (previous is not None and previous.cart_touched)
+        )
+        self._accumulator(partition).add_event(
+            event,
+            new_visitor=bool(session.is_new) if session is not None else before is None,
+            session_started=started,
+            cart_created=cart_created,
+        )
+
+    def _emit(self, outcome: Outcome, visitor: str, result: BatchResult, partition: int) -> None:
         key = visitor.encode()
         out = self.out_topics
+        acc = self._accumulator(partition)
         for change in outcome.stage_changes:
             STAGE_TRANSITIONS.labels(change["from_stage"] or "none", change["to_stage"]).inc()
+            acc.add_stage_change(change)
             result.outputs.append(Output(out["stage_changes"], key, orjson.dumps(change)))
         for session in outcome.sessions:
             if session.get("closed"):
                 SESSIONS_CLOSED.labels(session.get("close_reason") or "timeout").inc()
+                ACTIVE_SESSIONS.dec()
+                acc.add_session_closed(session)
             result.outputs.append(Output(out["sessions"], key, orjson.dumps(session)))
         for trigger in outcome.triggers:
             TRIGGERS.labels(trigger["trigger"]).inc()
+            acc.add_trigger(trigger)
             result.outputs.append(Output(out["triggers"], key, orjson.dumps(trigger)))
         if outcome.visitor is not None:
             result.outputs.append(Output(out["visitors"], key, orjson.dumps(outcome.visitor)))

@@ -2,9 +2,10 @@
 
 Each topic the sink reads maps to one table (`ROUTES`). `to_row` never raises: a
 record that cannot become a row (not JSON, not an object, a required field missing,
-a value of the wrong kind) becomes an `invalid_events` row that says why. Value
-ranges are not checked here: ClickHouse is the judge of those, and the writer turns
-a row it rejects into an `invalid_events` row too (`rejected_row`).
+a value of the wrong kind, a time outside 1900-2299) becomes an `invalid_events` row
+that says why. Other value ranges are not checked here: ClickHouse (and the driver
+encoding for the column type) is the judge, and the writer turns a row it rejects
+into an `invalid_events` row too (`rejected_row`).
 
 Rows are tuples in the order of `Table.columns`. The same record always gives the
 same row (no clocks, no counters), so a replay writes identical rows and
@@ -21,6 +22,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
 import orjson
@@ -93,19 +95,30 @@ def json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# DateTime64(3) holds 1900-01-01 .. 2299-12-31; outside it ClickHouse would store a
+# different time rather than refuse, so the range is checked here.
+MIN_MS = -2_208_988_800_000
+MAX_MS = 10_413_791_999_999
+
+
 def millis(value: Any) -> int:
     if type(value) is int:
-        return value
-    if type(value) is float and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value:
+        ms = value
+    elif type(value) is float and value.is_integer():
+        ms = int(value)
+    elif isinstance(value, str) and value:
         if value.lstrip("-").isdigit():
-            return int(value)
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.UTC)
-        return int(parsed.timestamp() * 1000)
-    raise ValueError(f"not a time in epoch milliseconds: {value!r}")
+            ms = int(value)
+        else:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            ms = int(parsed.timestamp() * 1000)
+    else:
+        raise ValueError(f"not a time in epoch milliseconds: {value!r}")
+    if not MIN_MS <= ms <= MAX_MS:
+        raise ValueError(f"time out of range (1900-2299): {value!r}")
+    return ms
 
 
 def millis_or_none(value: Any) -> int | None:
@@ -214,60 +227,84 @@ def _field_reasons(record: dict[str, Any], fields) -> list[str]:
 
 # --- events: the hot path, written out --------------------------------------------------
 
-EVENT_COLUMNS = (
-    "message_id", "type", "event", "name", "visitor_id", "anonymous_id", "user_id",
-    "previous_id", "session_id", "ts", "received_at", "sent_at", "source", "url", "path",
-    "referrer", "title", "properties", "traits", "context", "ip", "user_agent", "browser",
-    "os", "device_type", "is_bot", "ref_source", "ref_medium", "search_engine",
-    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "click_id",
-    "_topic", "_partition", "_offset",
+# Column order of an events row (inserts name their columns; the table's order differs).
+EVENT_TEXT = (
+    "type", "event", "name", "visitor_id", "anonymous_id", "user_id", "previous_id",
+    "source", "url", "path", "referrer", "title", "ip", "user_agent", "browser", "os",
+    "device_type", "ref_source", "ref_medium", "search_engine", "utm_source", "utm_medium",
+    "utm_campaign", "utm_term", "utm_content", "click_id",
 )  # fmt: skip
+EVENT_COLUMNS = (
+    "message_id", *EVENT_TEXT, "session_id", "properties", "traits", "context",
+    "ts", "received_at", "sent_at", "is_bot", "_topic", "_partition", "_offset",
+)  # fmt: skip
+_event_text = itemgetter(*EVENT_TEXT)
+_VISITOR = EVENT_TEXT.index("visitor_id")
 
 
 def event_row(r: dict[str, Any], o: Origin) -> tuple:
+    """An EventRecord as the collector writes it takes the fast path; anything else
+    (missing fields, numbers as text, ISO times) the careful one."""
+    try:
+        row = _exact_event_row(r, o)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        row = None
+    return row if row is not None else _careful_event_row(r, o)
+
+
+def _exact_event_row(r: dict[str, Any], o: Origin) -> tuple | None:
+    message_id, texts = r["message_id"], _event_text(r)
+    session_id = r.get("session_id", "")
+    ts, received_at, sent_at, is_bot = r["ts"], r["received_at"], r["sent_at"], r["is_bot"]
+    if (
+        type(message_id) is not str
+        or not message_id
+        or type(session_id) is not str
+        or set(map(type, texts)) != {str}
+        or not texts[_VISITOR]
+        or type(ts) is not int
+        or type(received_at) is not int
+        or not (MIN_MS <= ts <= MAX_MS and MIN_MS <= received_at <= MAX_MS)
+        or (sent_at is not None and (type(sent_at) is not int or not MIN_MS <= sent_at <= MAX_MS))
+        or type(is_bot) is not bool
+    ):
+        return None
+    return (
+        message_id,
+        *texts,
+        session_id,
+        json_text(r["properties"]),
+        json_text(r["traits"]),
+        json_text(r["context"]),
+        ts,
+        received_at,
+        sent_at,
+        is_bot,
+        o.topic,
+        o.partition,
+        o.offset,
+    )
+
+
+def _careful_event_row(r: dict[str, Any], o: Origin) -> tuple:
     message_id = r.get("message_id")
     if type(message_id) is not str or not message_id:
         raise RowError(["message_id: required"])
-    g = r.get
     try:
-        anonymous_id, user_id = text(g("anonymous_id")), text(g("user_id"))
-        received_at = g("received_at")
+        values = {name: text(r.get(name)) for name in EVENT_TEXT}
+        values["visitor_id"] = values["visitor_id"] or values["anonymous_id"] or values["user_id"]
+        received_at = r.get("received_at")
         return (
             message_id,
-            text(g("type")),
-            text(g("event")),
-            text(g("name")),
-            text(g("visitor_id")) or anonymous_id or user_id,
-            anonymous_id,
-            user_id,
-            text(g("previous_id")),
-            text(g("session_id")),
-            millis(g("ts")),
+            *values.values(),
+            text(r.get("session_id")),
+            json_text(r.get("properties")),
+            json_text(r.get("traits")),
+            json_text(r.get("context")),
+            millis(r.get("ts")),
             o.timestamp if received_at is None else millis(received_at),
-            millis_or_none(g("sent_at")),
-            text(g("source")),
-            text(g("url")),
-            text(g("path")),
-            text(g("referrer")),
-            text(g("title")),
-            json_text(g("properties")),
-            json_text(g("traits")),
-            json_text(g("context")),
-            text(g("ip")),
-            text(g("user_agent")),
-            text(g("browser")),
-            text(g("os")),
-            text(g("device_type")),
-            flag(g("is_bot")),
-            text(g("ref_source")),
-            text(g("ref_medium")),
-            text(g("search_engine")),
-            text(g("utm_source")),
-            text(g("utm_medium")),
-            text(g("utm_campaign")),
-            text(g("utm_term")),
-            text(g("utm_content")),
-            text(g("click_id")),
+            millis_or_none(r.get("sent_at")),
+            flag(r.get("is_bot")),
             o.topic,
             o.partition,
             o.offset,
@@ -500,6 +537,7 @@ JOURNEY_METRICS_1M = journey_table(
         ("campaign", text),
         ("device_type", text),
         ("visitor_type", text),
+        ("partition", integer),
         *((name, number if name in FLOAT_FIGURES else integer) for name in METRIC_FIGURES),
         ("version", integer),
     ),
