@@ -82,14 +82,16 @@ def create_app(settings: Settings) -> faust.App:
     visitors = app.Table(
         "visitors",
         default=None,
-        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+        key_type=bytes,  # bytes -> "raw" serializer: the key hashes to the events' partition
+        value_type=bytes,
         partitions=settings.partitions,
         use_partitioner=True,  # written inside take_events, outside per-event context
     )
     windows = app.Table(
         "windows",
         default=None,
-        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+        key_type=bytes,  # bytes -> "raw" serializer: the key hashes to the events' partition
+        value_type=bytes,
         partitions=settings.partitions,
         use_partitioner=True,
     )
@@ -104,7 +106,9 @@ def create_app(settings: Settings) -> faust.App:
                 for e in events
             ]
             result = engine.run(
-                records, _loader(visitors), lambda partition: windows.get(window_keys[partition])
+                records,
+                lambda visitor: visitors.get(visitor.encode()),
+                lambda partition: windows.get(window_keys[partition]),
             )
             # Outputs first, acknowledged; then state. A crash in between repeats outputs
             # with the same idempotency keys instead of losing them.
@@ -115,7 +119,7 @@ def create_app(settings: Settings) -> faust.App:
                 ]
                 await asyncio.gather(*futures)
             for visitor, state in result.states.items():
-                visitors[visitor] = state
+                visitors[visitor.encode()] = state
             for partition, accumulator in result.windows.items():
                 windows[window_keys[partition]] = accumulator
             if result.last_received_at:
@@ -129,7 +133,10 @@ def create_app(settings: Settings) -> faust.App:
         assigned = [
             tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic_name
         ]
-        _index_recovered(engine, visitors, settings.partitions, assigned, indexed)
+        try:
+            _index_recovered(engine, visitors, settings.partitions, assigned, indexed)
+        except Exception:  # a timer that raises would crash the whole worker
+            log.exception("could not index recovered visitors")
         for partition, value in engine.ticks(assigned, IDLE_SECONDS):
             await control.send(key=b"tick", value=value, partition=partition)
 
@@ -156,23 +163,16 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def partition_key(partition: int, partitions: int) -> str:
+def partition_key(partition: int, partitions: int) -> bytes:
     """A table key that the default partitioner puts on `partition`: the metrics
     accumulator of partition p must live in changelog partition p, so the worker that
     owns p recovers it."""
     i = 0
     while True:
-        key = f"windows-{partition}-{i}"
-        if (murmur2(key.encode()) & 0x7FFFFFFF) % partitions == partition:
+        key = f"windows-{partition}-{i}".encode()
+        if (murmur2(key) & 0x7FFFFFFF) % partitions == partition:
             return key
         i += 1
-
-
-def _loader(table):
-    def load(visitor: str) -> bytes | None:
-        return table.get(visitor)
-
-    return load
 
 
 def _index_recovered(engine: Engine, table, partitions: int, assigned: list[int], indexed: set[int]) -> None:
@@ -181,12 +181,12 @@ def _index_recovered(engine: Engine, table, partitions: int, assigned: list[int]
     indexed.intersection_update(assigned)
     if not fresh:
         return
-    for visitor, raw in list(table.items()):
-        if raw is None or visitor.startswith("windows-"):
+    for key, raw in list(table.items()):
+        if raw is None:
             continue
-        partition = (murmur2(visitor.encode()) & 0x7FFFFFFF) % partitions
+        partition = (murmur2(key) & 0x7FFFFFFF) % partitions
         if partition in fresh:
-            engine.index_visitor(partition, visitor, raw)
+            engine.index_visitor(partition, key.decode(), raw)
     indexed.update(fresh)
 
 
