@@ -48,6 +48,10 @@ class Settings:
     session_max_s: int = 86400
     allowed_lateness_s: int = 300
     lapse_days: int = 90
+    # Processor state: "memory" or "rocksdb"; "" = rocksdb with an external Kafka,
+    # memory with the embedded broker (whose topics vanish on restart: state on disk
+    # would outlive the offsets it refers to).
+    state_store: str = ""
     # Sink.
     sink_batch_rows: int = 10_000
     sink_batch_seconds: float = 1.0
@@ -94,11 +98,15 @@ class Settings:
     def database(self) -> str:
         if self.clickhouse_database:
             return self.clickhouse_database
-        if self.clickhouse_dsn:
+        if self.clickhouse_dsn and not self.clickhouse_dsn.startswith("chdb:"):
             path = urlsplit(self.clickhouse_dsn).path.strip("/")
             if path:
                 return path
         return "clickstream"
+
+    @property
+    def store(self) -> str:
+        return self.state_store or ("memory" if self.embedded_broker else "rocksdb")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -210,6 +218,13 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _state_store(name: str, raw: str) -> str:
+    store = raw.strip().lower()
+    if store not in ("memory", "rocksdb"):
+        raise SettingsError(f"{name}={raw!r} must be memory or rocksdb")
+    return store
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -242,6 +257,7 @@ ENV: dict[str, tuple[str, object]] = {
     "CLICKSTREAM_SESSION_MAX_SECONDS": ("session_max_s", _int(600, 7 * 86400)),
     "CLICKSTREAM_ALLOWED_LATENESS_SECONDS": ("allowed_lateness_s", _int(0, 86400)),
     "CLICKSTREAM_LAPSE_DAYS": ("lapse_days", _int(1, 3650)),
+    "CLICKSTREAM_STATE_STORE": ("state_store", _state_store),
     "CLICKSTREAM_SINK_BATCH_ROWS": ("sink_batch_rows", _int(1, 1_000_000)),
     "CLICKSTREAM_SINK_BATCH_SECONDS": ("sink_batch_seconds", _float(0.01, 60.0)),
     "CLICKSTREAM_EVENTS_TTL_DAYS": ("events_ttl_days", _int(0, 36500)),

@@ -78,8 +78,10 @@ class Supervisor:
         self.metrics_dir = tempfile.mkdtemp(prefix="clickstream-metrics-")
         self.env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir, **(extra_env or {})}
         if settings.embedded_broker:
-            # Children must use the broker this process started, not start their own.
+            # Children must use the broker this process started, not start their own,
+            # and keep state in memory: the broker's topics vanish when it stops.
             self.env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
+            self.env.setdefault("CLICKSTREAM_STATE_STORE", settings.store)
         self.children = [self._child(group) for group in process_groups(roles)]
         self.stopping = False
 

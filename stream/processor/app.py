@@ -17,11 +17,15 @@ import asyncio
 import logging
 import time
 
+import weakref
+
 import faust
 from aiokafka.partitioner import murmur2
+from faust.streams import _current_event
 
 from stream import topics
 from stream.config import Settings
+from stream.processor import faust_patches
 from stream.processor.engine import Engine, Record
 from stream.telemetry import EVENT_TIME_LAG, PROCESSING_LATENCY, render
 
@@ -35,7 +39,7 @@ IDLE_SECONDS = 5.0
 
 def faust_settings(settings: Settings, *, fast_join: bool = True) -> dict:
     """Faust configuration, tuned per the measurements in faust-on-tansu.md."""
-    store = "memory://"
+    store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
     return dict(
         id=settings.topic(topics.PROCESSOR_APP_ID),
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers.split(",")],
@@ -59,12 +63,13 @@ def faust_settings(settings: Settings, *, fast_join: bool = True) -> dict:
         web_bind="0.0.0.0",
         web_tables_enabled=False,  # never publish table contents
         web_transport=f"tcp://0.0.0.0:{settings.processor_port}",
-        data_dir=str(settings.data_dir / "faust"),
+        datadir=str(settings.data_dir / "faust"),
         logging_config=None,
     )
 
 
 def create_app(settings: Settings) -> faust.App:
+    faust_patches.apply()
     app = faust.App(**faust_settings(settings))
     engine = Engine(settings)
     events_topic_name = settings.topic(topics.EVENTS)
@@ -118,10 +123,7 @@ def create_app(settings: Settings) -> faust.App:
                     for o in result.outputs
                 ]
                 await asyncio.gather(*futures)
-            for visitor, state in result.states.items():
-                visitors[visitor.encode()] = state
-            for partition, accumulator in result.windows.items():
-                windows[window_keys[partition]] = accumulator
+            _store(result, events, visitors, windows, window_keys)
             if result.last_received_at:
                 PROCESSING_LATENCY.observe(max(0.0, time.time() - result.last_received_at / 1000))
             for partition, clock in engine.clocks.items():
@@ -161,6 +163,30 @@ def create_app(settings: Settings) -> faust.App:
         return web.json({"status": "ok", "partitions": partitions})
 
     return app
+
+
+def _store(result, events, visitors, windows, window_keys) -> None:
+    """Write the batch's state, partition by partition. The RocksDB store files a write
+    under the partition of Faust's *current event*; inside take_events that is the last
+    event of the batch, so each partition's writes run with one of its own events as the
+    current event (the changelog partition comes from the key either way)."""
+    by_partition: dict[int, object] = {}
+    for event in events:
+        by_partition[event.message.partition] = event
+    grouped: dict[int, list[tuple[str, bytes]]] = {}
+    for visitor, state in result.states.items():
+        grouped.setdefault(result.state_partitions[visitor], []).append((visitor, state))
+    for partition in set(grouped) | set(result.windows):
+        event = by_partition.get(partition)
+        token = _current_event.set(weakref.ref(event)) if event is not None else None
+        try:
+            for visitor, state in grouped.get(partition, ()):
+                visitors[visitor.encode()] = state
+            if partition in result.windows:
+                windows[window_keys[partition]] = result.windows[partition]
+        finally:
+            if token is not None:
+                _current_event.reset(token)
 
 
 def partition_key(partition: int, partitions: int) -> bytes:

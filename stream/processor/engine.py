@@ -67,6 +67,7 @@ class Output:
 @dataclass(slots=True)
 class BatchResult:
     states: dict[str, bytes] = field(default_factory=dict)  # visitor -> encoded state
+    state_partitions: dict[str, int] = field(default_factory=dict)  # visitor -> partition
     windows: dict[int, bytes] = field(default_factory=dict)  # partition -> encoded metrics
     outputs: list[Output] = field(default_factory=list)
     processed: int = 0
@@ -165,6 +166,7 @@ class Engine:
         if outcome.state is not None:  # late events still advance the stored offset
             states[visitor] = outcome.state
             dirty.add(visitor)
+            result.state_partitions[visitor] = record.partition
         if outcome.late:
             EVENTS_LATE.labels(event.get("source", "")).inc()
         if not outcome.applied:
@@ -196,6 +198,7 @@ class Engine:
             if outcome.state is not None:
                 states[visitor] = outcome.state
                 dirty.add(visitor)
+                result.state_partitions[visitor] = record.partition
             self._emit(outcome, visitor, result, record.partition)
             if not _needs_watch(outcome.state or state):
                 del clock.pending[visitor]
