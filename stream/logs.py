@@ -7,6 +7,7 @@ message or an exception text carries one.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -54,5 +55,7 @@ def setup(level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Kafka and Faust internals stay at WARNING unless asked for (they log per message).
+    verbose = os.environ.get("CLICKSTREAM_KAFKA_LOG_LEVEL", "WARNING").upper()
     for noisy in ("aiokafka", "faust", "mode", "kafka"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+        logging.getLogger(noisy).setLevel(verbose)

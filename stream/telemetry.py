@@ -62,6 +62,11 @@ EVENTS_LATE = Counter(
 PROCESSING_FAILURES = Counter(
     "clickstream_processing_failures_total", "Events the processor dead-lettered.", ["reason"]
 )
+OFFSET_GAPS = Counter(
+    "clickstream_offset_gaps_total",
+    "Jumps in the offsets a processor received (records skipped before the agent).",
+    ["topic"],
+)
 PROCESSING_LATENCY = Histogram(
     "clickstream_processing_duration_seconds",
     "Time from collector receipt to processed by the journey agent.",

@@ -8,8 +8,10 @@ acknowledged every record of the request, so an answered request is never lost.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,10 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 ENDPOINTS = ("batch", "track", "page", "identify", "alias", "screen")
 PUBLISHER = web.AppKey("publisher", Publisher)
+# Children of the per-request metrics, one per label value: `.labels()` locks on every call.
+_received = cache(EVENTS_RECEIVED.labels)
+_accepted = cache(EVENTS_ACCEPTED.labels)
+_latency = cache(REQUEST_LATENCY.labels)
 
 
 def json_response(payload: dict[str, Any], status: int = 200) -> web.Response:
@@ -59,7 +65,7 @@ class Collector:
         except IntakeError as exc:
             REQUESTS_REJECTED.labels(str(exc.status), exc.code).inc()
             response = json_response({"success": False, "error": exc.reason}, exc.status)
-        REQUEST_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+        _latency(endpoint).observe(time.perf_counter() - started)
         return response
 
     async def _handle(self, request: web.Request, endpoint: str) -> web.Response:
@@ -98,7 +104,7 @@ class Collector:
             invalid.append(record)
             errors.append({"index": call.index, "messageId": record["message_id"], "reasons": reasons})
 
-        EVENTS_RECEIVED.labels(source).inc(len(calls))
+        _received(source).inc(len(calls))
         try:
             await self.publisher.publish(events, invalid)
         except Exception as exc:  # noqa: BLE001 - the client must retry; nothing was acknowledged
@@ -107,7 +113,7 @@ class Collector:
             return json_response(
                 {"success": False, "error": "events could not be stored, retry later"}, 503
             )
-        EVENTS_ACCEPTED.labels(source).inc(len(events))
+        _accepted(source).inc(len(events))
         for error in errors:
             EVENTS_REJECTED.labels(source, _reason_label(error["reasons"])).inc()
 
@@ -172,6 +178,8 @@ async def cors(request: web.Request, handler):
         try:
             response = await handler(request)
         except web.HTTPException as exc:
+            if exc.status < 400:  # redirects keep their Location header
+                raise
             response = json_response({"success": False, "error": exc.reason}, exc.status)
     if origin and ("*" in settings.cors_origins or origin.rstrip("/") in settings.cors_origins):
         response.headers["Access-Control-Allow-Origin"] = origin
@@ -250,4 +258,18 @@ async def serve(settings: Settings, host: str = "0.0.0.0") -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, auto_decompress=False)
     await runner.setup()
     await web.TCPSite(runner, host, settings.http_port, reuse_address=True).start()
+    _quiet_gc()
     return runner
+
+
+def _quiet_gc() -> None:
+    """Keep the garbage collector off the request path (the collector is its own process).
+
+    A request's objects live until Kafka acknowledges it, long enough to be promoted, so
+    full collections ran every half second and re-scanned everything loaded at start-up
+    (schemas, user-agent rules): pauses of 30-100 ms. Frozen, start-up objects are never
+    scanned again; a larger first generation lets request objects die before promotion.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)

@@ -13,6 +13,7 @@ scan of the table on the first tick (see `Engine.index_visitor`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,12 +39,15 @@ from stream.telemetry import (
     ACTIVE_SESSIONS,
     EVENTS_LATE,
     EVENTS_PROCESSED,
+    OFFSET_GAPS,
     PROCESSING_FAILURES,
     SESSIONS_CLOSED,
     SESSIONS_STARTED,
     STAGE_TRANSITIONS,
     TRIGGERS,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,7 @@ class Engine:
             "invalid": settings.topic(topics.INVALID),
         }
         self.clocks: dict[int, PartitionClock] = {}
+        self._last_offsets: dict[tuple[str, int], int] = {}
         self.settle_ms = settle_ms(self.rules)
 
     # --- the batch --------------------------------------------------------
@@ -122,6 +127,7 @@ class Engine:
 
         watermarks: dict[int, int] = {}
         for record in records:
+            self._check_contiguous(record)
             try:
                 if record.topic == self.control_topic:
                     watermark = self._on_tick(record, state_of, states, dirty, result)
@@ -137,6 +143,18 @@ class Engine:
                 result.states[visitor] = encode_state(state)
         self._close_windows(watermarks, result)
         return result
+
+    def _check_contiguous(self, record: Record) -> None:
+        """Offsets of our topics are contiguous (never compacted, no transactions): a jump
+        means records were skipped between the broker and this agent. Say so loudly."""
+        tp = (record.topic, record.partition)
+        last = self._last_offsets.get(tp)
+        if last is not None and record.offset > last + 1:
+            OFFSET_GAPS.labels(record.topic).inc()
+            log.error(
+                "offset gap: %s[%d] jumped from %d to %d", record.topic, record.partition, last, record.offset
+            )
+        self._last_offsets[tp] = record.offset
 
     # --- metrics windows ------------------------------------------------------
     def _accumulator(self, partition: int) -> WindowAccumulator:
