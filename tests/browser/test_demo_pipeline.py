@@ -187,13 +187,6 @@ def tracks(pipeline: Pipeline, visit: Visit) -> list[list]:
     return events(pipeline, f"{visitor} AND type = 'track'", "event, properties, path")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: GET /demo/ answers 302 without a Location header: the collector's cors "
-    "middleware turns the HTTPFound raised by demo_index into a JSON body "
-    "(stream/collector/server.py, cors(): except web.HTTPException)",
-)
 def test_demo_root_opens_the_store(visit):
     assert visit.landed_from_root == f"{visit.base}/demo/index.html"
 

@@ -250,20 +250,8 @@ def _inflate(body: bytes, headers: dict[str, str]) -> bytes:
     return gzip_codec.decompress(body) if encoding == "gzip" else body
 
 
-# The collector's skew correction, ts = timestamp + (received_at - sentAt), differs
-# between two sends of one call (SDKs restamp sentAt on every retry and the network
-# takes another time), and ts is in the ORDER BY of clickstream.events, so
-# ReplacingMergeTree keeps both copies even under FINAL.
-RESEND_DUPLICATES = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a resent call (new sentAt) gets another corrected ts, and ts is part of "
-    "clickstream.events' ORDER BY: FINAL keeps one row per send (0001_events.up.sql, "
-    "stream/collector/clock.py corrected())",
-)
-
-
-@RESEND_DUPLICATES
+# SDKs restamp sentAt on every retry, so the skew-corrected ts of the copies differs;
+# the events table's key leaves ts out, so the copies still collapse under FINAL.
 @pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
 def test_segment_sdk_retries_leave_one_row_per_message(pipeline, gzip):
     """A 503 and a dropped connection after the collector stored the batch: the SDK
