@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import psutil
@@ -62,6 +62,11 @@ class Proc:
         except psutil.NoSuchProcess:
             return 0.0
 
+    def wait(self, timeout: float) -> None:
+        """Let the process finish on its own (py-spy writes its profile on exit)."""
+        with suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout)
+
     def stop(self) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -76,6 +81,16 @@ def spawn(name: str, args: list[str], env: dict[str, str], log_dir: str) -> Proc
     log = open(os.path.join(log_dir, f"{name}.log"), "wb")  # noqa: SIM115
     popen = subprocess.Popen([sys.executable, "-m", "stream.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
     return Proc(name, popen)
+
+
+def record_profile(pid: int, out: str, seconds: float) -> Proc:
+    """py-spy samples process `pid` for `seconds` into `out`: speedscope JSON when `out` ends
+    in .json, else raw collapsed stacks. Keep the output out of the repository."""
+    pyspy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    fmt = "speedscope" if out.endswith(".json") else "raw"
+    args = [pyspy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "100"]
+    args += ["--format", fmt, "--output", out]
+    return Proc("py-spy", subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
 
 @contextmanager

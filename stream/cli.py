@@ -195,6 +195,25 @@ def query(sql: str, url: str) -> None:
     run_query(url or f"http://127.0.0.1:{settings.api_port}", sql, settings.admin_token)
 
 
+@cli.command()
+@click.option("--url", default="", help="API base URL (default: http://127.0.0.1:$CLICKSTREAM_API_PORT).")
+@click.option("--collector", default="", help="Collector base URL for events/s (default: http://127.0.0.1:$CLICKSTREAM_HTTP_PORT; 'none' to skip).")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.5), help="Seconds between refreshes.")
+@click.option("--hours", default=24.0, show_default=True, type=click.FloatRange(min=0.1), help="Time range of the figures, in hours up to now.")
+def top(url: str, collector: str, interval: float, hours: float) -> None:
+    """A live terminal view: funnel, throughput, open sessions, rates, latest stage changes."""
+    settings = _settings()
+    from stream.top import run as run_top
+
+    collector = collector or f"http://127.0.0.1:{settings.http_port}"
+    run_top(
+        url or f"http://127.0.0.1:{settings.api_port}",
+        None if collector == "none" else collector.rstrip("/") + "/metrics",
+        interval=interval,
+        hours=hours,
+    )
+
+
 def _parse(parser, raw):
     try:
         return parser(raw)

@@ -189,7 +189,9 @@ def _dsn(name: str, raw: str) -> str:
 
 def _database(name: str, raw: str) -> str:
     raw = raw.strip()
-    if raw and (raw[0].isdigit() or not all(c.isascii() and (c.isalnum() or c == "_") for c in raw)):
+    if raw and (
+        raw[0].isdigit() or not all(c.isascii() and (c.isalnum() or c == "_") for c in raw)
+    ):
         raise SettingsError(f"{name}={raw!r} may hold letters, digits and '_' only")
     return raw
 

@@ -84,10 +84,11 @@ async def _serve_storage(settings: Settings, *, sink: bool, api: bool) -> None:
 
     from stream.api import build_app
     from stream.sink.clickhouse import connect
-    from stream.sink.consumer import Sink
+    from stream.sink.consumer import Sink, tune_gc
     from stream.sink.migrate import apply
 
     stop = _stop_event()
+    tune_gc()
     client = await asyncio.to_thread(connect, settings)
     applied = await asyncio.to_thread(apply, client, settings)
     if applied:

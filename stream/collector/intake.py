@@ -10,8 +10,7 @@ import base64
 import binascii
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -90,8 +89,7 @@ def resolve_source(header: str, body: Any, write_keys: Mapping[str, str]) -> str
     return source
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(NamedTuple):
     """One event of a request: its index, the decoded object, and its size as sent."""
 
     index: int

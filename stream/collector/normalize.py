@@ -18,6 +18,7 @@ from stream.records import EventRecord
 MESSAGE_ID_NAMESPACE = uuid.UUID("6f0b7a8e-3c1d-5e2f-9a4b-7c8d9e0f1a2b")
 # Left out of a call's identity: sentAt is restamped on every retry; messageId is empty here.
 _NOT_IDENTITY = ("sentAt", "messageId")
+_PAGE_KEYS = ("url", "path", "referrer", "title")
 
 
 def to_record(
@@ -58,7 +59,7 @@ def to_record(
         **page,
         "properties": properties,
         "traits": _dict(call.get("traits")),
-        "context": {k: v for k, v in context.items() if k != "ip"},
+        "context": _without_ip(context),
         "ip": _text(context.get("ip")) or ip,
         "user_agent": _text(context.get("userAgent")) or header_user_agent,
         # Filled by the enricher.
@@ -100,16 +101,21 @@ def _canonical_json(value: Any) -> str:
 
 
 def _page_fields(kind: str, properties: dict[str, Any], page: dict[str, Any]) -> dict[str, str]:
-    # analytics.js sends page() arguments in properties and the same in context.page.
-    own = properties if kind == "page" else {}
-    fields = {
-        key: _text(own.get(key)) or _text(page.get(key))
-        for key in ("url", "path", "referrer", "title")
-    }
+    fields = {key: _text(page.get(key)) for key in _PAGE_KEYS}
+    if kind == "page":  # analytics.js sends page() arguments in properties, which win
+        for key in _PAGE_KEYS:
+            if own := _text(properties.get(key)):
+                fields[key] = own
     if not fields["path"] and fields["url"]:
         with contextlib.suppress(ValueError):  # e.g. an unbalanced '[' in the host
             fields["path"] = urlsplit(fields["url"]).path
     return fields
+
+
+def _without_ip(context: dict[str, Any]) -> dict[str, Any]:
+    copy = dict(context)
+    copy.pop("ip", None)
+    return copy
 
 
 def _text(value: Any) -> str:

@@ -7,6 +7,7 @@ UTM tags there as source/medium/name/term/content) fills what the URL lacks.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
@@ -45,8 +46,18 @@ NO_CAMPAIGN = Campaign()
 
 def extract_campaign(url: str, fallback: dict[str, Any] | None = None) -> Campaign:
     """'https://shop.example/?utm_source=news&gclid=abc' -> Campaign(source='news', click_id='abc', click_id_type='gclid')."""
-    params = dict(parse_qsl(query)) if (query := _query(url)) else {}
-    fallback = fallback if isinstance(fallback, dict) else {}
+    if not isinstance(fallback, dict) or not fallback:
+        return _url_campaign(url)
+    return _campaign(_params(url), fallback)
+
+
+@lru_cache(maxsize=8192)
+def _url_campaign(url: str) -> Campaign:
+    """The campaign of a URL alone: landing URLs repeat (one link per ad, per newsletter)."""
+    return _campaign(_params(url), {})
+
+
+def _campaign(params: dict[str, str], fallback: dict[str, Any]) -> Campaign:
     if not params and not fallback:
         return NO_CAMPAIGN
     tags = {}
@@ -57,6 +68,10 @@ def extract_campaign(url: str, fallback: dict[str, Any] | None = None) -> Campai
         if params.get(param):
             return Campaign(**tags, click_id=params[param], click_id_type=param)
     return Campaign(**tags)
+
+
+def _params(url: str) -> dict[str, str]:
+    return dict(parse_qsl(query)) if (query := _query(url)) else {}
 
 
 def _query(url: str) -> str:

@@ -76,6 +76,7 @@ class Source(NamedTuple):
 DIRECT = Source("(direct)", "(none)", "")
 
 
+@lru_cache(maxsize=8192)
 def attribute(referrer: str, page_url: str, campaign: Campaign) -> Source:
     """The visit's source: UTM tags win, then ad click ids, then the referrer."""
     by_referrer = classify_referrer(referrer, page_url)

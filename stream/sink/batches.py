@@ -43,14 +43,24 @@ class Batches:
         self.consumed: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
 
-    def add(self, table: Table, row: tuple, origin: Origin, now: float | None = None) -> Batch:
+    def add(
+        self,
+        table: Table,
+        row: tuple,
+        origin: Origin,
+        tp: TopicPartition | None = None,
+        now: float | None = None,
+    ) -> Batch:
+        """Add one row; `tp` is the origin's partition (passed when the caller has it)."""
         batch = self.open.get(table.name)
         if batch is None:
             batch = self.open[table.name] = Batch(table, time.monotonic() if now is None else now)
         batch.rows.append(row)
         batch.origins.append(origin)
-        tp = TopicPartition(origin.topic, origin.partition)
-        if tp not in batch.first_offsets:
+        if tp is None:
+            tp = TopicPartition(origin.topic, origin.partition)
+        first = batch.first_offsets.get(tp)
+        if first is None or origin.offset < first:
             batch.first_offsets[tp] = origin.offset
         return batch
 
@@ -84,6 +94,9 @@ class Batches:
 
     def written(self, batch: Batch) -> None:
         self.writing.remove(batch)
+
+    def open_rows(self) -> int:
+        return sum(len(b) for b in self.open.values())
 
     def pending_rows(self) -> int:
         return sum(len(b) for b in self.open.values()) + sum(len(b) for b in self.writing)

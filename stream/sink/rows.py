@@ -11,9 +11,9 @@ Rows are tuples in the order of `Table.columns`. The same record always gives th
 same row (no clocks, no counters), so a replay writes identical rows and
 ReplacingMergeTree collapses them.
 
-Times arrive as epoch milliseconds (stream/records.py); ISO 8601 strings and
-float seconds-or-milliseconds are not guessed at: ints (or integral floats) in ms,
-or ISO 8601 text.
+Times arrive as epoch milliseconds (stream/records.py). Also taken: integral floats
+and digit strings (still milliseconds: a number is never read as seconds) and ISO 8601
+text (UTC unless it has an offset).
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
 import orjson
+
+try:  # optional: decodes events 2.5x faster; without it the orjson path does the same
+    import msgspec
+except ImportError:  # pragma: no cover - depends on the installation
+    msgspec = None
 
 from stream import topics
 from stream.config import Settings
@@ -86,13 +91,14 @@ def text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def json_text(value: Any) -> str:
-    """JSON text for a String column holding an object: dicts and lists encoded."""
+def json_text(value: Any) -> bytes:
+    """JSON for a String column holding an object, as UTF-8 bytes (the driver writes
+    bytes as they are; every value of such a column must be bytes)."""
     if type(value) is str:
-        return value
+        return value.encode()
     if value is None:
-        return "{}"
-    return orjson.dumps(value).decode()
+        return b"{}"
+    return orjson.dumps(value)
 
 
 # DateTime64(3) holds 1900-01-01 .. 2299-12-31; outside it ClickHouse would store a
@@ -238,8 +244,8 @@ EVENT_COLUMNS = (
     "message_id", *EVENT_TEXT, "session_id", "properties", "traits", "context",
     "ts", "received_at", "sent_at", "is_bot", "_topic", "_partition", "_offset",
 )  # fmt: skip
-_event_text = itemgetter(*EVENT_TEXT)
-_VISITOR = EVENT_TEXT.index("visitor_id")
+_event_text = itemgetter("message_id", *EVENT_TEXT)
+_VISITOR = 1 + EVENT_TEXT.index("visitor_id")
 
 
 def event_row(r: dict[str, Any], o: Origin) -> tuple:
@@ -253,15 +259,14 @@ def event_row(r: dict[str, Any], o: Origin) -> tuple:
 
 
 def _exact_event_row(r: dict[str, Any], o: Origin) -> tuple | None:
-    message_id, texts = r["message_id"], _event_text(r)
+    texts = _event_text(r)  # message_id first
     session_id = r.get("session_id", "")
     ts, received_at, sent_at, is_bot = r["ts"], r["received_at"], r["sent_at"], r["is_bot"]
     if (
-        type(message_id) is not str
-        or not message_id
-        or type(session_id) is not str
-        or set(map(type, texts)) != {str}
+        set(map(type, texts)) != {str}
+        or not texts[0]
         or not texts[_VISITOR]
+        or type(session_id) is not str
         or type(ts) is not int
         or type(received_at) is not int
         or not (MIN_MS <= ts <= MAX_MS and MIN_MS <= received_at <= MAX_MS)
@@ -270,7 +275,6 @@ def _exact_event_row(r: dict[str, Any], o: Origin) -> tuple | None:
     ):
         return None
     return (
-        message_id,
         *texts,
         session_id,
         json_text(r["properties"]),
@@ -326,6 +330,61 @@ EVENT_CHECKS = (
 
 
 EVENTS = Table("events", EVENT_COLUMNS, event_row)
+
+
+# --- events, faster: decoded straight from bytes when msgspec is installed ---------------
+# The same row as event_row for a record the collector wrote (the JSON columns keep the
+# record's own spelling of the object); None sends anything else down the path above.
+# About 2.5x faster than orjson.loads + event_row (benchmarks/sink_throughput.py).
+
+if msgspec is not None:
+    _RAW_EMPTY = msgspec.Raw(b"{}")
+    _WireEvent = msgspec.defstruct(
+        "WireEvent",
+        [
+            ("message_id", str),
+            *((name, str, "") for name in EVENT_TEXT),
+            ("session_id", str, ""),
+            ("properties", msgspec.Raw, _RAW_EMPTY),
+            ("traits", msgspec.Raw, _RAW_EMPTY),
+            ("context", msgspec.Raw, _RAW_EMPTY),
+            ("ts", int),
+            ("received_at", int),
+            ("sent_at", int | None, None),
+            ("is_bot", bool, False),
+        ],
+        kw_only=True,
+    )
+    _decode_event = msgspec.json.Decoder(_WireEvent).decode
+    _astuple = msgspec.structs.astuple
+    _JSON_COLUMNS = slice(len(EVENT_TEXT) + 2, len(EVENT_TEXT) + 5)
+    _TIMES = slice(len(EVENT_TEXT) + 5, len(EVENT_TEXT) + 8)
+
+
+def wire_event_row(value: bytes, o: Origin) -> tuple | None:
+    if msgspec is None:
+        return None
+    try:
+        values = _astuple(_decode_event(value))
+    except msgspec.MsgspecError:
+        return None
+    objects = [bytes(raw) for raw in values[_JSON_COLUMNS]]
+    if (
+        not values[0]
+        or not values[_VISITOR]
+        or any(b[:1] not in (b"{", b"[") for b in objects)  # null, "text": the slow path
+        or not all(MIN_MS <= t <= MAX_MS for t in values[_TIMES] if t is not None)
+    ):
+        return None
+    return (
+        *values[: _JSON_COLUMNS.start],
+        *objects,
+        *values[_JSON_COLUMNS.stop :],
+        o.topic,
+        o.partition,
+        o.offset,
+    )
+
 
 # --- invalid events -------------------------------------------------------------------
 
@@ -573,6 +632,10 @@ def routes(settings: Settings) -> dict[str, Table]:
 
 def to_row(table: Table, value: bytes | None, origin: Origin) -> tuple[Table, tuple]:
     """The row for one record, or an invalid_events row saying why there is none."""
+    if table is EVENTS and value is not None:
+        row = wire_event_row(value, origin)
+        if row is not None:
+            return table, row
     try:
         record = orjson.loads(value) if value is not None else None
     except orjson.JSONDecodeError as exc:

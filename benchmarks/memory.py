@@ -1,0 +1,217 @@
+"""Memory: state bytes per visitor, and a processor's RSS growth over a large run.
+
+    .venv/bin/python -m benchmarks.memory [--visitors 5000] [--seconds 150]
+
+1. State per visitor, in-process: `stream.processor.engine.Engine` over the traffic
+   model's events of N visitors (batches of 5,000, as the agent takes them), keeping
+   each visitor's encoded state as the table would. Reported: the mean `len(state)`
+   of visitors with an open session (active) at the end, of every state written
+   (what the changelog carries), and after a final tick has closed every session
+   (inactive).
+2. RSS growth: one `clickstream worker --roles processor`; its RSS is read idle,
+   then traffic-model events (new visitors keep arriving; returning ones come from a
+   pool of 1,000,000) are produced for `--seconds`, never more than 50,000 ahead of
+   the processor's commits, then the processor drains. Growth per visitor =
+   (RSS at the end - idle RSS) / distinct visitors; and the slope between a checkpoint
+   at half time and the end (production paused until the processor caught up at each),
+   which leaves out the buffers a first batch allocates. The traffic model gives ~57
+   events per visitor, so 1,000,000 visitors (~57 M events) does not fit in a few
+   minutes: the run is as large as `--seconds` allows, and says how large.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from itertools import islice
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from benchmarks.common import (
+    EVENTS_TOPIC,
+    PROCESSOR_GROUP,
+    Cluster,
+    Committed,
+    Peak,
+    Result,
+    load_now,
+    producer,
+    stream_events,
+    use_uvloop,
+)
+from benchmarks.harness import percentile
+
+AHEAD = 50_000
+POOL = 1_000_000
+PARTITIONS = 4
+
+
+def state_sizes(visitors: int, seed: int = 3) -> Result:
+    from stream import config
+    from stream.journey import decode_state
+    from stream.processor.engine import Engine, Record
+    from stream.simulate import generate
+
+    settings = config.load({})
+    engine = Engine(settings)
+    enricher_events = _events_of(
+        generate(seed, visitors, base_time_ms=int(time.time() * 1000) - 30 * 86_400_000)
+    )
+    states: dict[str, bytes] = {}
+    written: list[int] = []
+    offsets = [0] * PARTITIONS
+    n = 0
+    started = time.perf_counter()
+    while batch := list(islice(enricher_events, 5000)):
+        records = []
+        for key, value in batch:
+            partition = (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+            records.append(Record(EVENTS_TOPIC, partition, offsets[partition], key, value))
+            offsets[partition] += 1
+        result = engine.run(records, states.get)
+        states.update(result.states)
+        written.extend(len(s) for s in result.states.values())
+        n += len(records)
+    seconds = time.perf_counter() - started
+    active = [len(s) for s in states.values() if decode_state(s).sessions]
+    # A tick far past every event closes every session: what an inactive visitor keeps.
+    ticks = [
+        Record(
+            settings.topic("clickstream.control"),
+            p,
+            0,
+            b"tick",
+            orjson.dumps({"type": "tick", "watermark": 2**52}),
+        )
+        for p in range(PARTITIONS)
+    ]
+    closed = engine.run(ticks, states.get)
+    states.update(closed.states)
+    inactive = [len(s) for s in states.values() if not decode_state(s).sessions]
+    mean = sum(active) / max(1, len(active))
+    out = Result("state per active visitor (engine)", unit="bytes", events=n, seconds=seconds)
+    out.extra = {
+        "visitors": len(states),
+        "events": n,
+        "engine_events_per_s_in_process": round(n / seconds),
+        "active_visitors_at_end": len(active),
+        "active_mean_bytes": round(mean),
+        "active_p99_bytes": percentile(active, 99) if active else None,
+        "active_max_bytes": max(active) if active else None,
+        "written_mean_bytes": round(sum(written) / max(1, len(written))),
+        "written_p99_bytes": percentile(written, 99) if written else None,
+        "written_max_bytes": max(written) if written else None,
+        "inactive_mean_bytes": round(sum(inactive) / max(1, len(inactive))),
+        "all_mean_bytes": round(sum(len(s) for s in states.values()) / max(1, len(states))),
+    }
+    out.notes.append(
+        f"target <= 2,048 B per active visitor: {'met' if mean <= 2048 else 'NOT met'}"
+    )
+    return out
+
+
+def _events_of(calls):
+    from benchmarks.common import to_event
+    from stream.enrich import Enricher
+
+    enricher = Enricher()
+    for call in calls:
+        event = to_event(call, enricher)
+        yield event["visitor_id"].encode(), orjson.dumps(event)
+
+
+async def rss_growth(seconds: float = 150.0) -> Result:
+    with Cluster(PARTITIONS) as cluster:
+        broker = cluster.start_broker()
+        proc = cluster.start_processor()
+        await asyncio.sleep(3.0)  # settled after the join
+        idle = proc.rss_mb()
+        visitors: set[bytes] = set()
+        produced = 0
+        ends = [0] * PARTITIONS
+        events = stream_events(seed=5, visitors=POOL)
+        prod = producer(cluster.bootstrap)
+        await prod.start()
+        curve: list[tuple[int, int, float]] = []  # (events consumed, visitors produced, RSS MB)
+        checkpoints: list[tuple[int, float]] = []  # (visitors, RSS MB) with the processor caught up
+        with Peak([proc, broker]) as peak:
+            started = time.monotonic()
+            async with Committed(
+                cluster.bootstrap, PROCESSOR_GROUP, EVENTS_TOPIC, PARTITIONS
+            ) as committed:
+                for _half in range(2):
+                    until = time.monotonic() + seconds / 2
+                    while time.monotonic() < until:
+                        done = sum((await committed.read()).values())
+                        curve.append((done, len(visitors), proc.rss_mb()))
+                        if produced - done >= AHEAD:
+                            await asyncio.sleep(0.2)
+                            continue
+                        futures = []
+                        for key, value in islice(events, 5000):
+                            visitors.add(key)
+                            futures.append(await prod.send(EVENTS_TOPIC, value, key=key))
+                        for meta in await asyncio.gather(*futures):
+                            ends[meta.partition] = max(ends[meta.partition], meta.offset + 1)
+                        produced += len(futures)
+                    while done < produced:  # a checkpoint: the processor has everything so far
+                        if proc.popen.poll() is not None:
+                            raise RuntimeError(f"the processor exited:\n{cluster.logs()}")
+                        await asyncio.sleep(0.5)
+                        done = sum(min(v, ends[p]) for p, v in (await committed.read()).items())
+                        curve.append((done, len(visitors), proc.rss_mb()))
+                    await asyncio.sleep(1.0)
+                    checkpoints.append((len(visitors), proc.rss_mb()))
+            await prod.stop()
+            elapsed = time.monotonic() - started
+            final = checkpoints[-1][1]
+    growth = final - idle
+    n_visitors = len(visitors)
+    out = Result(
+        "processor RSS growth",
+        events_per_s=produced / elapsed,
+        peak_rss_mb=peak.peaks["processor"],
+        events=produced,
+        seconds=elapsed,
+    )
+    step = max(1, len(curve) // 12)
+    out.extra = {
+        "visitors": n_visitors,
+        "events": produced,
+        "checkpoints_visitors_rss_mb": [(v, round(r, 1)) for v, r in checkpoints],
+        "growth_bytes_per_visitor_second_half": round(
+            (checkpoints[1][1] - checkpoints[0][1])
+            * 2**20
+            / max(1, checkpoints[1][0] - checkpoints[0][0])
+        ),
+        "idle_rss_mb": round(idle, 1),
+        "final_rss_mb": round(final, 1),
+        "growth_mb": round(growth, 1),
+        "growth_bytes_per_visitor": round(growth * 2**20 / max(1, n_visitors)),
+        "broker_peak_rss_mb": round(peak.peaks["broker"]),
+        "curve_events_visitors_rss": [(e, v, round(r)) for e, v, r in curve[::step]],
+        "load_average_after": load_now(),
+    }
+    if n_visitors < 1_000_000:
+        out.notes.append(
+            f"1,000,000 visitors did not fit: {n_visitors:,} visitors ({produced:,} events) in {elapsed:.0f} s"
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--visitors", type=int, default=5000)
+    parser.add_argument("--seconds", type=float, default=150)
+    args = parser.parse_args()
+    use_uvloop()
+    for r in (state_sizes(args.visitors), asyncio.run(rss_growth(args.seconds))):
+        print(f"{r.name}: {r.extra} {r.notes}")
+
+
+if __name__ == "__main__":
+    main()

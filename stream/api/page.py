@@ -1,0 +1,452 @@
+"""The built-in journey page, for people without Grafana, and the JSON it reads.
+
+    GET /                               the page (stream/static/journey/index.html)
+    GET /static/journey/*               its script and styles
+    GET /api/v1/page/summary?from=&to=&source=     sessions, rates, revenue, AOV, open sessions
+    GET /api/v1/page/funnel?from=&to=&source=      reached / entered / step conversion, current stage
+    GET /api/v1/page/flow?from=&to=&source=        stage transitions counted by (from, to)
+    GET /api/v1/page/rates?from=&to=&source=&bucket=minute|hour|auto
+    GET /api/v1/page/top?from=&to=&source=&limit=  top events and products
+    GET /api/v1/page/recent?from=&to=&source=&limit=   latest stage changes
+
+Unlike the rest of the API, these answers leave bots out, as the dashboards do: rows
+with `is_bot` where the table has the column; elsewhere the stage transitions of bot
+sessions and the visitors whose every session was a bot's. Rates over time come from
+journey_metrics_1m FINAL (which counts no bot), summed over partitions and keys.
+The same rules as queries.py: values travel as `{name:Type}` parameters, counts read
+FINAL, calls run in threads (`clickstream top` reads these endpoints too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from stream.api import app as api
+from stream.api import params
+from stream.api.params import ParamError, TimeRange, clickhouse_time
+from stream.api.queries import STAGES
+from stream.metrics import rates
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "journey"
+LAPSED = "lapsed"
+BUCKETS = {"minute": "toStartOfMinute", "hour": "toStartOfHour"}
+MAX_MINUTE_RANGE = dt.timedelta(days=2)  # at most 2,880 points
+AUTO_MINUTE_RANGE = dt.timedelta(hours=6)
+UNTRACKED_EVENTS = ("Page Ping",)  # engagement heartbeats, not actions
+
+
+# --- SQL pieces -----------------------------------------------------------------------------
+
+
+def _filters(
+    column: str, window: TimeRange | None, source: str | None
+) -> tuple[list[str], dict[str, Any]]:
+    conditions: list[str] = []
+    parameters: dict[str, Any] = {}
+    if window is not None:
+        conditions.append(f"{column} >= {{start:DateTime64(3, 'UTC')}}")
+        conditions.append(f"{column} < {{end:DateTime64(3, 'UTC')}}")
+        parameters["start"] = clickhouse_time(window.start)
+        parameters["end"] = clickhouse_time(window.end)
+    if source is not None:
+        conditions.append("source = {source:String}")
+        parameters["source"] = source
+    return conditions, parameters
+
+
+def _where(conditions: list[str]) -> str:
+    return f"WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def _not_bot_session(database: str) -> str:
+    """A condition on stage_transitions: the transition's session was not a bot's."""
+    return f"session_id NOT IN (SELECT session_id FROM {database}.sessions FINAL WHERE is_bot)"
+
+
+def _not_bot_visitor(database: str) -> str:
+    """A condition on visitors: not every session of the visitor was a bot's."""
+    return (
+        f"visitor_id NOT IN (SELECT visitor_id FROM {database}.sessions FINAL "
+        "GROUP BY visitor_id HAVING countIf(NOT is_bot) = 0)"
+    )
+
+
+def _records(result) -> list[dict[str, Any]]:
+    names = result.column_names
+    return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+# --- questions ------------------------------------------------------------------------------
+
+
+def summary(client, database: str, window: TimeRange, source: str | None) -> dict[str, Any]:
+    """Sessions started in the window (the rates of queries.summary, bots left out), and
+    the sessions open now, whenever they started. Bounces and durations are known when a
+    session closes, so their rates are over closed sessions. A cart is a closed session's
+    that ordered or still held items (an order empties the cart: counting held items
+    alone would make every cart an abandoned one)."""
+    conditions, parameters = _filters("started_at", window, source)
+    conditions.append("NOT is_bot")
+    result = client.query(
+        f"""
+        SELECT
+            count() AS n_sessions,
+            uniqExact(visitor_id) AS n_visitors,
+            countIf(orders > 0) AS n_converted,
+            countIf(bounce) AS n_bounces,
+            countIf(closed) AS n_closed,
+            countIf(closed AND (orders > 0 OR cart_items > 0 OR cart_value > 0)) AS n_carts,
+            countIf(closed AND (cart_items > 0 OR cart_value > 0) AND orders = 0) AS n_abandoned,
+            sum(orders) AS total_orders,
+            sum(revenue) AS total_revenue,
+            sum(pageviews) AS total_pageviews,
+            sum(duration_s) AS total_duration_s
+        FROM {database}.sessions FINAL
+        {_where(conditions)}
+        """,
+        parameters=parameters,
+    )
+    live_conditions, live_parameters = _filters("started_at", None, source)
+    live = client.query(
+        f"""
+        SELECT count() FROM {database}.sessions FINAL
+        {_where([*live_conditions, "NOT closed", "NOT is_bot"])}
+        """,
+        parameters=live_parameters,
+    )
+    f = _records(result)[0]
+    n = f["n_sessions"]
+    return {
+        "from": window.start,
+        "to": window.end,
+        "source": source,
+        "sessions": n,
+        "visitors": f["n_visitors"],
+        "active_sessions": live.result_rows[0][0],
+        "converted_sessions": f["n_converted"],
+        "bounces": f["n_bounces"],
+        "carts": f["n_carts"],
+        "abandoned_carts": f["n_abandoned"],
+        "orders": f["total_orders"],
+        "revenue": f["total_revenue"],
+        "pageviews": f["total_pageviews"],
+        "conversion_rate": _ratio(f["n_converted"], n),
+        "bounce_rate": _ratio(f["n_bounces"], f["n_closed"]),
+        "cart_abandonment_rate": _ratio(f["n_abandoned"], f["n_carts"]),
+        "average_order_value": _ratio(f["total_revenue"], f["total_orders"]),
+        "avg_session_duration_s": _ratio(f["total_duration_s"], f["n_closed"]),
+    }
+
+
+def funnel(client, database: str, window: TimeRange, source: str | None) -> dict[str, Any]:
+    """Per stage: visitors who reached it in the window (their furthest stage is it or a
+    later one), visitors who entered it, step conversion; and where every known visitor
+    is now (`current`, lapsed included, not limited to the window)."""
+    conditions, parameters = _filters("ts", window, source)
+    conditions += ["has({stages:Array(String)}, to_stage)", _not_bot_session(database)]
+    parameters["stages"] = list(STAGES)
+    furthest = client.query(
+        f"""
+        SELECT furthest, count()
+        FROM
+        (
+            SELECT visitor_id, max(indexOf({{stages:Array(String)}}, to_stage)) AS furthest
+            FROM {database}.stage_transitions FINAL
+            {_where(conditions)}
+            GROUP BY visitor_id
+        )
+        GROUP BY furthest
+        """,
+        parameters=parameters,
+    )
+    entered = client.query(
+        f"""
+        SELECT to_stage, uniqExact(visitor_id)
+        FROM {database}.stage_transitions FINAL
+        {_where(conditions)}
+        GROUP BY to_stage
+        """,
+        parameters=parameters,
+    )
+    now_conditions, now_parameters = _filters("last_seen", None, source)
+    current = client.query(
+        f"""
+        SELECT stage, count()
+        FROM {database}.visitors FINAL
+        {_where([*now_conditions, _not_bot_visitor(database)])}
+        GROUP BY stage
+        """,
+        parameters=now_parameters,
+    )
+    return shape_funnel(
+        dict(furthest.result_rows), dict(entered.result_rows), dict(current.result_rows)
+    ) | {"from": window.start, "to": window.end, "source": source}
+
+
+def shape_funnel(
+    at_rank: Mapping[int, int], entered: Mapping[str, int], current: Mapping[str, int]
+) -> dict[str, Any]:
+    """The funnel's answer from (1-based rank of the furthest stage -> visitors), (stage ->
+    visitors who entered it) and (stage -> visitors in it now)."""
+    stages = []
+    previous = 0
+    for rank, stage in enumerate(STAGES, start=1):
+        reached = sum(v for r, v in at_rank.items() if r >= rank)
+        stages.append(
+            {
+                "stage": stage,
+                "visitors": reached,
+                "entered": entered.get(stage, 0),
+                "current": current.get(stage, 0),
+                "conversion": None if rank == 1 else _ratio(reached, previous),
+            }
+        )
+        previous = reached
+    order = [*STAGES, LAPSED]
+    order += sorted(s for s in current if s not in order)
+    purchased = stages[STAGES.index("purchase")]["visitors"]
+    return {
+        "stages": stages,
+        "overall_conversion": _ratio(purchased, stages[0]["visitors"]),
+        "current": [{"stage": s, "visitors": current.get(s, 0)} for s in order],
+        "current_total": sum(current.values()),
+    }
+
+
+def flow(client, database: str, window: TimeRange, source: str | None) -> dict[str, Any]:
+    """Stage transitions by (from, to); `from` is "" for a visitor's first stage."""
+    conditions, parameters = _filters("ts", window, source)
+    conditions.append(_not_bot_session(database))
+    result = client.query(
+        f"""
+        SELECT from_stage, to_stage, count() AS transitions, uniqExact(visitor_id) AS visitors
+        FROM {database}.stage_transitions FINAL
+        {_where(conditions)}
+        GROUP BY from_stage, to_stage
+        ORDER BY transitions DESC, from_stage, to_stage
+        """,
+        parameters=parameters,
+    )
+    rows = _records(result)
+    return {
+        "from": window.start,
+        "to": window.end,
+        "source": source,
+        "stages": [*STAGES, LAPSED],
+        "transitions": [
+            {
+                "from": r["from_stage"],
+                "to": r["to_stage"],
+                "transitions": r["transitions"],
+                "visitors": r["visitors"],
+            }
+            for r in rows
+        ],
+    }
+
+
+RATE_FIGURES = ("sessions", "bounces", "orders", "revenue", "carts_created", "carts_abandoned")
+
+
+def rates_over_time(
+    client, database: str, window: TimeRange, source: str | None, bucket: str
+) -> dict[str, Any]:
+    """Completed one-minute windows (journey_metrics_1m FINAL), summed over partitions and
+    keys per bucket, with their rates. Buckets without a row are left out."""
+    conditions, parameters = _filters("window_start", window, source)
+    sums = ", ".join(f"sum({name}) AS {name}" for name in RATE_FIGURES)
+    result = client.query(
+        f"""
+        SELECT {BUCKETS[bucket]}(window_start) AS t, {sums}
+        FROM {database}.journey_metrics_1m FINAL
+        {_where(conditions)}
+        GROUP BY t
+        ORDER BY t
+        """,
+        parameters=parameters,
+    )
+    points = []
+    for row in _records(result):
+        derived = rates.derive(row)
+        points.append(
+            {
+                **row,
+                "conversion_rate": derived["conversion_rate"],
+                "bounce_rate": derived["bounce_rate"],
+                "cart_abandonment_rate": derived["cart_abandonment_rate"],
+                "average_order_value": derived["average_order_value"],
+            }
+        )
+    return {
+        "from": window.start,
+        "to": window.end,
+        "source": source,
+        "bucket": bucket,
+        "points": points,
+    }
+
+
+def top(client, database: str, window: TimeRange, source: str | None, limit: int) -> dict[str, Any]:
+    """The most frequent events (Page Pings aside) and the products most ordered, carted
+    and viewed."""
+    conditions, parameters = _filters("ts", window, source)
+    conditions.append("NOT is_bot")
+    parameters |= {"limit": limit, "untracked": list(UNTRACKED_EVENTS)}
+    events = client.query(
+        f"""
+        SELECT if(type = 'track', event, type) AS label, count() AS n,
+               uniqExact(visitor_id) AS n_visitors
+        FROM {database}.events FINAL
+        {_where([*conditions, "NOT has({untracked:Array(String)}, event)"])}
+        GROUP BY label
+        ORDER BY n DESC, label
+        LIMIT {{limit:UInt32}}
+        """,
+        parameters=parameters,
+    )
+    where = " AND ".join(conditions)
+    products = client.query(
+        f"""
+        SELECT product_id, anyIf(product_name, product_name != '') AS name,
+               countIf(kind = 'view') AS views, countIf(kind = 'cart') AS cart_adds,
+               countIf(kind = 'order') AS orders, sum(units) AS units, sum(amount) AS revenue
+        FROM
+        (
+            SELECT if(event = 'Product Viewed', 'view', 'cart') AS kind,
+                   JSONExtractString(properties, 'product_id') AS product_id,
+                   JSONExtractString(properties, 'name') AS product_name,
+                   0.0 AS units, 0.0 AS amount
+            FROM {database}.events FINAL
+            WHERE {where} AND event IN ('Product Viewed', 'Product Added')
+            UNION ALL
+            SELECT 'order' AS kind,
+                   JSONExtractString(product, 'product_id') AS product_id,
+                   JSONExtractString(product, 'name') AS product_name,
+                   if(JSONHas(product, 'quantity'), JSONExtractFloat(product, 'quantity'), 1.0)
+                       AS units,
+                   JSONExtractFloat(product, 'price') * units AS amount
+            FROM {database}.events FINAL
+            ARRAY JOIN JSONExtractArrayRaw(properties, 'products') AS product
+            WHERE {where} AND event = 'Order Completed'
+        )
+        WHERE product_id != ''
+        GROUP BY product_id
+        ORDER BY orders DESC, cart_adds DESC, views DESC, product_id
+        LIMIT {{limit:UInt32}}
+        """,
+        parameters=parameters,
+    )
+    return {
+        "from": window.start,
+        "to": window.end,
+        "source": source,
+        "events": [
+            {"event": label, "events": n, "visitors": v} for label, n, v in events.result_rows
+        ],
+        "products": _records(products),
+    }
+
+
+def recent(
+    client, database: str, window: TimeRange, source: str | None, limit: int
+) -> dict[str, Any]:
+    """The latest stage changes by event time."""
+    conditions, parameters = _filters("ts", window, source)
+    conditions.append(_not_bot_session(database))
+    result = client.query(
+        f"""
+        SELECT ts, visitor_id, user_id, source, from_stage, to_stage, session_id
+        FROM {database}.stage_transitions FINAL
+        {_where(conditions)}
+        ORDER BY ts DESC, idempotency_key
+        LIMIT {{limit:UInt32}}
+        """,
+        parameters={**parameters, "limit": limit},
+    )
+    return {"source": source, "changes": _records(result)}
+
+
+# --- parameters -----------------------------------------------------------------------------
+
+
+def bucket_of(query: Mapping[str, str], window: TimeRange) -> str:
+    """`bucket`: minute, hour, or auto (minutes up to 6 hours, hours beyond)."""
+    raw = query.get("bucket") or "auto"
+    if raw == "auto":
+        return "minute" if window.end - window.start <= AUTO_MINUTE_RANGE else "hour"
+    if raw not in BUCKETS:
+        raise ParamError("bucket must be minute, hour or auto")
+    if raw == "minute" and window.end - window.start > MAX_MINUTE_RANGE:
+        raise ParamError("bucket=minute takes a range of 2 days at most")
+    return raw
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+
+async def _answer(request: web.Request, question: Callable[..., Any], *args: Any) -> web.Response:
+    client = request.app[api.CLIENT]
+    database = request.app[api.SETTINGS].database
+    data = await asyncio.wait_for(
+        asyncio.to_thread(question, client, database, *args), api.QUERY_TIMEOUT_S
+    )
+    return api.json_response(data)
+
+
+def _window_and_source(request: web.Request) -> tuple[TimeRange, str | None]:
+    return params.time_range(request.query), params.source(request.query)
+
+
+async def summary_handler(request: web.Request) -> web.Response:
+    return await _answer(request, summary, *_window_and_source(request))
+
+
+async def funnel_handler(request: web.Request) -> web.Response:
+    return await _answer(request, funnel, *_window_and_source(request))
+
+
+async def flow_handler(request: web.Request) -> web.Response:
+    return await _answer(request, flow, *_window_and_source(request))
+
+
+async def rates_handler(request: web.Request) -> web.Response:
+    window, source = _window_and_source(request)
+    return await _answer(request, rates_over_time, window, source, bucket_of(request.query, window))
+
+
+async def top_handler(request: web.Request) -> web.Response:
+    window, source = _window_and_source(request)
+    limit = params.integer(request.query, "limit", 10, 1, 100)
+    return await _answer(request, top, window, source, limit)
+
+
+async def recent_handler(request: web.Request) -> web.Response:
+    window, source = _window_and_source(request)
+    limit = params.integer(request.query, "limit", 20, 1, 200)
+    return await _answer(request, recent, window, source, limit)
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def add_routes(app: web.Application) -> None:
+    """The page at `/`, its assets under /static/journey/, its JSON under /api/v1/page/."""
+    app.router.add_get("/", index)
+    app.router.add_static("/static/journey/", STATIC_DIR)
+    app.router.add_get("/api/v1/page/summary", summary_handler)
+    app.router.add_get("/api/v1/page/funnel", funnel_handler)
+    app.router.add_get("/api/v1/page/flow", flow_handler)
+    app.router.add_get("/api/v1/page/rates", rates_handler)
+    app.router.add_get("/api/v1/page/top", top_handler)
+    app.router.add_get("/api/v1/page/recent", recent_handler)

@@ -1,0 +1,76 @@
+"""batches.py: when batches are due, and which offsets may be committed."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka.structs import TopicPartition
+
+from stream.sink import rows
+from stream.sink.batches import Batches
+from stream.sink.rows import Record
+
+pytestmark = pytest.mark.unit
+
+EVENTS_TP = TopicPartition("clickstream.events", 0)
+SESSIONS_TP = TopicPartition("journey.sessions", 1)
+
+
+def read(batches: Batches, table: rows.Table, tp: TopicPartition, offsets, now=0.0):
+    for offset in offsets:
+        batches.add(table, ("row",), Record(tp.topic, tp.partition, offset, 0), now=now)
+    batches.read_up_to(tp, offsets[-1] + 1)
+
+
+def test_a_batch_is_due_when_full_or_old():
+    batches = Batches(max_rows=3, max_seconds=1.0)
+    read(batches, rows.EVENTS, EVENTS_TP, [0, 1], now=10.0)
+    assert batches.due(now=10.5) == []
+    assert batches.seconds_to_next_due(now=10.5) == pytest.approx(0.5)
+    assert [b.table for b in batches.due(now=11.0)] == [rows.EVENTS]
+    read(batches, rows.EVENTS, EVENTS_TP, [2], now=10.6)
+    assert len(batches.due(now=10.6)[0]) == 3
+
+
+def test_nothing_is_committable_before_it_is_written():
+    batches = Batches(max_rows=10, max_seconds=1.0)
+    read(batches, rows.EVENTS, EVENTS_TP, [5, 6, 7])
+    assert batches.committable() == {EVENTS_TP: 5}  # where the group already is
+    batch = batches.take(batches.open["events"])
+    read(batches, rows.EVENTS, EVENTS_TP, [8, 9])  # a new batch while the first is written
+    assert batches.committable() == {EVENTS_TP: 5}
+    batches.written(batch)
+    assert batches.committable() == {EVENTS_TP: 8}
+    batches.mark_committed({EVENTS_TP: 8})
+    assert batches.committable() == {}
+    batches.written(batches.take(batches.open["events"]))
+    assert batches.committable() == {EVENTS_TP: 10}
+
+
+def test_an_invalid_row_holds_back_its_partition_until_written():
+    batches = Batches(max_rows=10, max_seconds=1.0)
+    read(batches, rows.EVENTS, EVENTS_TP, [0, 1])
+    batches.add(rows.INVALID_EVENTS, ("bad",), Record(EVENTS_TP.topic, 0, 2, 0))
+    read(batches, rows.EVENTS, EVENTS_TP, [3])
+    batches.written(batches.take(batches.open["events"]))
+    assert batches.committable() == {EVENTS_TP: 2}
+    # a row ClickHouse refused, from an earlier offset, joins the open invalid batch
+    batches.add(rows.INVALID_EVENTS, ("refused",), Record(EVENTS_TP.topic, 0, 1, 0))
+    assert batches.committable() == {EVENTS_TP: 1}
+    batches.written(batches.take(batches.open["invalid_events"]))
+    assert batches.committable() == {EVENTS_TP: 4}
+
+
+def test_partitions_are_independent():
+    batches = Batches(max_rows=10, max_seconds=1.0)
+    read(batches, rows.EVENTS, EVENTS_TP, [0, 1])
+    read(batches, rows.SESSIONS, SESSIONS_TP, [40])
+    batches.written(batches.take(batches.open["sessions"]))
+    assert batches.committable() == {EVENTS_TP: 0, SESSIONS_TP: 41}
+
+
+def test_reset_forgets_everything():
+    batches = Batches(max_rows=10, max_seconds=1.0)
+    read(batches, rows.EVENTS, EVENTS_TP, [0, 1])
+    batches.take_all()
+    batches.reset()
+    assert batches.pending_rows() == 0 and batches.committable() == {}
