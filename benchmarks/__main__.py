@@ -188,7 +188,8 @@ def highlights(r: Result) -> str:
         ch, st = e["http_to_clickhouse"], e["http_to_stage_change"]
         return (
             f"HTTP→CH p50 {ch.get('p50_ms')} / p99 {ch.get('p99_ms')} ms; HTTP→stage p50 {st.get('p50_ms')} / "
-            f"p99 {st.get('p99_ms')} ms; processor caught up {e['processor_caught_up_s_after_load']} s after"
+            f"p99 {st.get('p99_ms')} ms; processor caught up {e['processor_caught_up_s_after_load']} s after; "
+            f"other processes busy {e['others_busy_cores']} cores"
         )
     if "identical_stage_keys" in e:
         same = e["identical_stage_keys"] and e["identical_session_ids"]
@@ -210,7 +211,7 @@ def highlights(r: Result) -> str:
     if "request_p50_ms" in e:
         return f"request p50 {e['request_p50_ms']} / p99 {e['request_p99_ms']} ms"
     if "busy_cores" in e:
-        return f"busy {e['busy_cores']} cores"
+        return f"busy {e['busy_cores']} cores (others {e.get('others_busy_cores')})"
     return ""
 
 

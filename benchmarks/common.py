@@ -303,6 +303,12 @@ class Peak:
         self._thread.join()
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (every process, ours and others')."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
 def cpu_of(procs: Iterable[Proc]) -> float:
     return sum(p.cpu_seconds() for p in procs)
 
@@ -399,6 +405,12 @@ class Drain:
     broker_cpu: float
     wall_from_start: float  # from `started` (process start) to the end
     samples: list[tuple[float, int]]
+    machine_busy: float  # busy cores of the whole machine over the span (others' work included)
+
+    @property
+    def others_busy(self) -> float:
+        """Busy cores of everything else: other processes, this one included."""
+        return max(0.0, self.machine_busy - (self.cpu + self.broker_cpu) / self.seconds)
 
     @property
     def rate(self) -> float:
@@ -421,7 +433,7 @@ async def drain(
     first commit seen (start-up and group join excluded) to the end; CPU over the same span."""
     total = sum(ends.values())
     samples: list[tuple[float, int]] = []
-    first: tuple[float, int, float, float] | None = None
+    first: tuple[float, int, float, float, float] | None = None
     async with Committed(bootstrap, group, topic, len(ends)) as committed:
         deadline = time.monotonic() + timeout
         while True:
@@ -432,7 +444,7 @@ async def drain(
             if on_sample:
                 on_sample(now, done)
             if first is None and done > 0:
-                first = (now, done, cpu_of(procs), broker.cpu_seconds())
+                first = (now, done, cpu_of(procs), broker.cpu_seconds(), machine_busy())
             if done >= total:
                 break
             if now > deadline:
@@ -442,7 +454,7 @@ async def drain(
                     raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}")
             await asyncio.sleep(0.1)
     assert first is not None
-    t0, done0, cpu0, broker0 = first
+    t0, done0, cpu0, broker0, machine0 = first
     return Drain(
         events=total - done0,
         seconds=now - t0,
@@ -450,6 +462,7 @@ async def drain(
         broker_cpu=broker.cpu_seconds() - broker0,
         wall_from_start=now - started,
         samples=samples,
+        machine_busy=(machine_busy() - machine0) / (now - t0),
     )
 
 

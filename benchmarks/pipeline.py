@@ -41,6 +41,7 @@ from benchmarks.common import (
     Result,
     highwaters,
     load_now,
+    machine_busy,
     per_1k,
     sql,
     use_uvloop,
@@ -247,12 +248,13 @@ async def run(
             visibility.start()
             with Peak(components.values()) as peak:
                 cpu0 = {name: p.cpu_seconds() for name, p in components.items()}
-                own0 = time.process_time()
+                own0, machine0 = time.process_time(), machine_busy()
                 load.recording = True
                 elapsed = await load.run(seconds)
                 load.recording = False
                 cpu = {name: p.cpu_seconds() - cpu0[name] for name, p in components.items()}
                 own = time.process_time() - own0
+                machine = machine_busy() - machine0
                 processor_drain = await caught_up(cluster, PROCESSOR_GROUP, 120)
                 sink_drain = await caught_up(cluster, SINK_GROUP, 120)
                 deadline = time.monotonic() + 30
@@ -313,6 +315,7 @@ async def run(
         "cpu_s_per_1k_by_process": {k: round(per_1k(v, events), 4) for k, v in cpu.items()},
         "busy_cores_by_process": {k: round(v / elapsed, 2) for k, v in cpu.items()},
         "load_generator_cpu_s_per_1k": round(per_1k(own, events), 4),
+        "others_busy_cores": round(max(0.0, machine - sum(cpu.values()) - own) / elapsed, 2),
         "peak_rss_mb_by_process": {k: round(v) for k, v in peak.peaks.items()},
         "load_average_after": load_now(),
     }

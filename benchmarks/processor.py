@@ -105,6 +105,7 @@ async def run(n: int = 200_000, partitions: int = 4, profile_to: str | None = No
         "backlog": sum(ends.values()),
         "wall_from_process_start_s": round(result.wall_from_start, 2),
         "busy_cores": round(result.cpu / result.seconds, 2) if result.seconds else None,
+        "others_busy_cores": round(result.others_busy, 2),
         "dead_lettered": invalid,
         "outputs": outputs,
         "profiled": bool(profile_to),

@@ -78,6 +78,7 @@ async def run(n: int = 200_000, partitions: int = 4) -> Result:
             "rows_in_clickhouse": rows[0],
             "distinct_message_ids": rows[1],
             "busy_cores": round(result.cpu / result.seconds, 2) if result.seconds else None,
+            "others_busy_cores": round(result.others_busy, 2),
             "wall_from_process_start_s": round(result.wall_from_start, 2),
             "load_average_after": load_now(),
         },

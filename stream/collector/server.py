@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 ENDPOINTS = ("batch", "track", "page", "identify", "alias", "screen")
 PUBLISHER = web.AppKey("publisher", Publisher)
+SETTINGS = web.AppKey("settings", Settings)
 # Children of the per-request metrics, one per label value: `.labels()` locks on every call.
 _received = cache(EVENTS_RECEIVED.labels)
 _accepted = cache(EVENTS_ACCEPTED.labels)
@@ -170,7 +171,7 @@ async def _read_body(request: web.Request) -> bytes:
 @web.middleware
 async def cors(request: web.Request, handler):
     """CORS for configured storefront origins (browsers post from the shop's own domain)."""
-    settings: Settings = request.app["settings"]
+    settings = request.app[SETTINGS]
     origin = request.headers.get("Origin", "")
     if request.method == "OPTIONS":
         response: web.StreamResponse = web.Response(status=204)
@@ -196,7 +197,7 @@ async def cors(request: web.Request, handler):
 def build_app(settings: Settings, publisher: Publisher) -> web.Application:
     # client_max_size bounds what aiohttp buffers; our own 500 KB check gives the JSON reason.
     app = web.Application(middlewares=[cors], client_max_size=intake.MAX_REQUEST_BYTES + 1)
-    app["settings"] = settings
+    app[SETTINGS] = settings
     app[PUBLISHER] = publisher
     collector = Collector(settings, publisher)
 
