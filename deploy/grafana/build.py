@@ -573,7 +573,7 @@ ORDER BY transitions DESC""",
 SELECT $__timeInterval(started_at) AS time,
        countIf(orders > 0) / count() AS conversion_rate,
        countIf(bounce) / count() AS bounce_rate,
-       countIf(cart_items > 0 AND orders = 0) / nullIf(countIf(cart_items > 0), 0) AS cart_abandonment_rate{SESSIONS}
+       countIf(cart_items > 0 AND orders = 0) / nullIf(countIf(cart_items > 0 OR orders > 0), 0) AS cart_abandonment_rate{SESSIONS}
 GROUP BY time
 ORDER BY time"""
                 )

@@ -209,7 +209,8 @@ def summary(client, database: str, window: TimeRange, source: str | None) -> dic
             countIf(orders > 0) AS n_converted,
             countIf(bounce) AS n_bounces,
             sum(duration_s) AS total_duration_s,
-            countIf(closed AND (cart_items > 0 OR cart_value > 0)) AS n_carts,
+            -- an order empties the cart: a session that ordered had a cart too
+            countIf(closed AND (cart_items > 0 OR cart_value > 0 OR orders > 0)) AS n_carts,
             countIf(closed AND (cart_items > 0 OR cart_value > 0) AND orders = 0) AS n_abandoned,
             sum(orders) AS total_orders,
             sum(revenue) AS total_revenue,

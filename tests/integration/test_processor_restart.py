@@ -79,11 +79,15 @@ async def produce(bootstrap: str, records: list[dict]) -> None:
         await producer.stop()
 
 
-def wait_count(cluster: Cluster, query: str, predicate, timeout: float) -> int:
+def wait_count(cluster: Cluster, query: str, predicate, timeout: float, stall: float = 15.0) -> int:
+    """Until predicate(count) holds; fails after `timeout`, or once the count has not
+    moved for `stall` seconds (nothing more is coming)."""
     deadline = time.monotonic() + timeout
-    value = -1
-    while time.monotonic() < deadline:
-        value = cluster.sql(query)[0][0]
+    value, moved_at = -1, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - moved_at < stall:
+        latest = cluster.sql(query)[0][0]
+        if latest != value:
+            value, moved_at = latest, time.monotonic()
         if predicate(value):
             return value
         time.sleep(0.2)
@@ -102,7 +106,7 @@ def wait_count(cluster: Cluster, query: str, predicate, timeout: float) -> int:
 @pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_sigkill_mid_stream_loses_and_doubles_nothing(tmp_path, store):
     now_ms = int(time.time() * 1000)
-    records = make_events(3000, now_ms)
+    records = make_events(2000, now_ms)
     expected_keys, expected_sessions = reference(records)
     cluster = Cluster(tmp_path)
     cluster.env["CLICKSTREAM_STATE_STORE"] = store
