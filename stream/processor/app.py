@@ -21,7 +21,9 @@ import weakref
 
 import faust
 from aiokafka.partitioner import murmur2
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.streams import _current_event
+from prometheus_client import CollectorRegistry, generate_latest
 
 from stream import topics
 from stream.config import Settings
@@ -71,6 +73,10 @@ def faust_settings(settings: Settings, *, fast_join: bool = True) -> dict:
 def create_app(settings: Settings) -> faust.App:
     faust_patches.apply()
     app = faust.App(**faust_settings(settings))
+    # Faust's own sensors (messages, events, commits, rebalances, table ops) as
+    # faust_* metrics, in a registry of their own: served next to ours on /metrics.
+    faust_registry = CollectorRegistry()
+    app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(faust_registry, "faust"))
     engine = Engine(settings)
     events_topic_name = settings.topic(topics.EVENTS)
     control_topic_name = settings.topic(topics.CONTROL)
@@ -145,6 +151,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.page("/metrics")
     async def metrics(web, request):
         body, content_type = render()
+        body += generate_latest(faust_registry)
         return web.bytes(body, content_type=content_type.split(";")[0])
 
     ready = {"rebalanced": False}
