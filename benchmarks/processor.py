@@ -10,9 +10,9 @@ watermark give it). The rate is taken from the first commit seen to the end, so 
 start-up and the group join are not in it; CPU (psutil, the worker's process tree)
 over the same span; peak RSS over the whole run.
 
-`--profile` runs the same again under `py-spy record -f raw` and prints the top
-inclusive and self frames; the raw stacks stay in a temporary directory, never in the
-repository.
+`--profile` runs the same again under `py-spy record --idle --threads -f raw` and
+prints how the agent's thread spends its wall time (waiting, and the top inclusive and
+self frames); the raw stacks stay in a temporary directory, never in the repository.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import asyncio
 import collections
 import re
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +44,7 @@ from benchmarks.common import (
     produce,
     use_uvloop,
 )
-from benchmarks.harness import record_profile
+from benchmarks.harness import Proc
 from stream import topics
 
 OUTPUT_TOPICS = (
@@ -69,7 +71,7 @@ async def run(n: int = 200_000, partitions: int = 4, profile_to: str | None = No
         profiler = None
         if profile_to:
             cluster.wait(proc, cluster.health["processor"])
-            profiler = record_profile(proc.popen.pid, profile_to, 600)
+            profiler = record_profile(proc.popen.pid, profile_to)
         with Peak([proc]) as peak:
             result = await drain(
                 cluster.bootstrap,
@@ -117,21 +119,14 @@ async def run(n: int = 200_000, partitions: int = 4, profile_to: str | None = No
 
 
 # --- the profile -----------------------------------------------------------------------
+#
+# py-spy samples every thread 100 times a second, idle ones included (`--idle`), each
+# stack headed by its thread (`--threads`). The agent runs in the main thread (the event
+# loop); aiokafka's fetching runs in a consumer thread of its own. Figures are in % of
+# the main thread's wall time, so "waiting" (the loop in select) and each kind of work add
+# up to 100.
 
 _LINE = re.compile(r":\d+\)$")
-
-
-def _frame(raw: str) -> str:
-    """`function (path/to/file.py:123)` -> `function (file.py)`: one entry per function."""
-    raw = _LINE.sub(")", raw)
-    name, _, where = raw.partition(" (")
-    if where:
-        parts = where.rstrip(")").split("/")
-        where = "/".join(parts[-2:])
-        return f"{name} ({where})"
-    return name
-
-
 # Frames every sample passes through (start-up, the event loop): left out of the lists.
 _WRAPPERS = (
     "(<frozen runpy>)",
@@ -147,23 +142,51 @@ _WRAPPERS = (
     "(threading.py)",
     "Service._execute_task (",
 )
+_WAITING = ("select (selectors.py)", "EpollSelector.select", "poll (selectors.py)")
+
+
+def record_profile(pid: int, out: str) -> Proc:
+    pyspy = str(Path(sys.executable).parent / "py-spy")
+    args = [pyspy, "record", "--pid", str(pid), "--rate", "100", "--idle", "--threads"]
+    args += ["--format", "raw", "--output", out]
+    return Proc(
+        "py-spy", subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    )
+
+
+def _frame(raw: str) -> str:
+    """`function (path/to/file.py:123)` -> `function (dir/file.py)`: one entry per function."""
+    raw = _LINE.sub(")", raw)
+    name, _, where = raw.partition(" (")
+    if where:
+        return f"{name} ({'/'.join(where.rstrip(')').split('/')[-2:])})"
+    return name
 
 
 def summarize(raw_path: str, top: int = 40) -> dict:
-    """Top inclusive and self frames of py-spy's raw (collapsed) output, in % of the
-    samples (py-spy counts only threads that are running, not idle ones)."""
-    inclusive: collections.Counter[str] = collections.Counter()
-    own: collections.Counter[str] = collections.Counter()
-    total = 0
+    """The main thread's wall time: waiting vs working, top inclusive and self frames."""
+    stacks: dict[str, list[tuple[list[str], int]]] = collections.defaultdict(list)
     for line in Path(raw_path).read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        n = int(count)
-        total += n
-        frames = [_frame(f) for f in stack.split(";")]
-        if frames and frames[0].startswith(("thread (", "process ")):
-            frames = frames[1:]
+        frames = stack.split(";")
+        thread = frames[0] if frames[0].startswith(("thread ", "process ")) else "?"
+        body = frames[1:] if thread != "?" else frames
+        stacks[thread].append(([_frame(f) for f in body], int(count)))
+    threads = {}
+    for thread, samples in stacks.items():
+        total = sum(n for _, n in samples)
+        waiting = sum(n for frames, n in samples if frames and frames[-1].startswith(_WAITING))
+        agent = any("create_app.<locals>.process" in f for frames, _ in samples for f in frames)
+        threads[thread] = (total, waiting, agent)
+    main = max(threads, key=lambda t: (threads[t][2], threads[t][0]))
+    total, waiting, _ = threads[main]
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    for frames, n in stacks[main]:
+        if frames and frames[-1].startswith(_WAITING):
+            continue
         for frame in set(frames):
             if not any(w in frame for w in _WRAPPERS):
                 inclusive[frame] += n
@@ -171,7 +194,11 @@ def summarize(raw_path: str, top: int = 40) -> dict:
             own[frames[-1]] += n
     pct = 100.0 / max(total, 1)
     return {
-        "samples": total,
+        "main_thread_samples": total,
+        "main_thread_waiting_pct": round(waiting * pct, 1),
+        "other_threads_busy_pct_of_main_wall": {
+            t: round((n - w) * pct, 1) for t, (n, w, _) in threads.items() if t != main
+        },
         "inclusive": [(f, round(c * pct, 1)) for f, c in inclusive.most_common(top)],
         "self": [(f, round(c * pct, 1)) for f, c in own.most_common(top)],
     }
@@ -189,11 +216,19 @@ async def profile(n: int, partitions: int = 4) -> dict:
 
 
 def print_profile(summary: dict, top: int = 25) -> None:
-    print(f"py-spy: {summary['samples']} samples (raw stacks: {summary['raw']})")
-    print("top inclusive frames (% of samples):")
+    print(
+        f"py-spy of the processor ({summary['events_per_s_while_profiled']:,} events/s while profiled; "
+        f"raw stacks: {summary['raw']})"
+    )
+    print(
+        f"main thread (the agent's event loop): {summary['main_thread_samples']} samples, "
+        f"{summary['main_thread_waiting_pct']} % waiting in select; other threads busy "
+        f"{summary['other_threads_busy_pct_of_main_wall']} (% of the same wall time)"
+    )
+    print("main thread, top inclusive frames (% of its wall time, waiting excluded):")
     for frame, pct in summary["inclusive"][:top]:
         print(f"  {pct:5.1f}  {frame}")
-    print("top self frames:")
+    print("main thread, top self frames:")
     for frame, pct in summary["self"][:top]:
         print(f"  {pct:5.1f}  {frame}")
 

@@ -14,12 +14,15 @@ Design choices forced by faust-streaming 0.15.3 and the embedded broker
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import os
 import time
 
 import weakref
 
 import faust
+import mode.loop
 from aiokafka.partitioner import murmur2
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.streams import _current_event
@@ -225,13 +228,20 @@ def _index_recovered(engine: Engine, table, partitions: int, assigned: list[int]
 
 def run_worker(settings: Settings) -> None:
     """Run the processor in the foreground until SIGTERM/SIGINT."""
+    if os.environ.get("CLICKSTREAM_PROCESSOR_UVLOOP", "1") != "0":
+        mode.loop.use("uvloop")
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
 
     @app.task
-    async def _reset_logging():
+    async def _after_start():
         # faust.Worker sets the ROOT logger to DEBUG for its spinner; every debug record
         # of aiokafka and Faust would then be built for nobody (18 % of CPU measured).
         logging.getLogger().setLevel(settings.log_level)
+        # Start-up objects never die: keep them out of every collection, and collect the
+        # young generation less often (full collections were ~11 % of CPU, notes).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
 
     worker.execute_from_commandline()
