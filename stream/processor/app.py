@@ -131,6 +131,9 @@ def create_app(settings: Settings) -> faust.App:
                     await app.producer.send(o.topic, o.key, o.value, None, None, None)
                     for o in result.outputs
                 ]
+                # Send now rather than after producer_linger: the agent waits for these
+                # acknowledgements, and the linger would idle it on every batch.
+                await app.producer.flush()
                 await asyncio.gather(*futures)
             _store(result, events, visitors, windows, window_keys)
             if result.last_received_at:
