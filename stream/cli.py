@@ -73,7 +73,7 @@ def run(roles: str, simulate: bool, rate: float) -> None:
             console.print(f"[green]ready[/] {child.name} ({time.monotonic() - started:.1f}s)")
 
         if supervisor.wait_ready(60.0, ready):
-            console.print(_urls(settings, time.monotonic() - started))
+            console.print(_urls(settings, time.monotonic() - started), soft_wrap=True)
         elif not stop.is_set():
             console.print("[red]a process failed to start; see the log above[/]")
             raise SystemExit(1)
