@@ -29,9 +29,14 @@ async def main() -> None:
             trigger = orjson.loads(message.value)
             if trigger["trigger"] == "cart_abandoned" and trigger["idempotency_key"] not in seen:
                 seen.add(trigger["idempotency_key"])
-                items = ", ".join(f"{i['quantity']} x {i['name'] or i['product_id']}" for i in trigger["cart_items"])
+                items = ", ".join(
+                    f"{i['quantity']} x {i['name'] or i['product_id']}"
+                    for i in trigger["cart_items"]
+                )
                 who = trigger["user_id"] or trigger["visitor_id"]
-                print(f"e-mail {who}: you left {items} ({trigger['cart_value']:.2f} {trigger['currency']}) in your cart")
+                print(
+                    f"e-mail {who}: you left {items} ({trigger['cart_value']:.2f} {trigger['currency']}) in your cart"
+                )
             await consumer.commit()  # after acting: a crash repeats, never skips
     finally:
         await consumer.stop()

@@ -8,6 +8,7 @@ survive lives in ClickHouse.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -95,10 +96,8 @@ class EmbeddedBroker:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait()
 
 
@@ -113,7 +112,9 @@ async def create_topics(settings: Settings, timeout: float = 20.0) -> list[str]:
         except KafkaError as exc:
             await admin.close()
             if time.monotonic() > deadline:
-                raise BrokerError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
+                raise BrokerError(
+                    f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
+                ) from exc
             await asyncio.sleep(0.2)
     created: list[str] = []
     try:

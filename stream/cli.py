@@ -41,7 +41,9 @@ def cli() -> None:
 
 @cli.command()
 @_roles_option()
-@click.option("--simulate", is_flag=True, help="Feed the pipeline with simulated storefront traffic.")
+@click.option(
+    "--simulate", is_flag=True, help="Feed the pipeline with simulated storefront traffic."
+)
 @click.option("--rate", default=50.0, show_default=True, help="Simulated events per second.")
 def run(roles: str, simulate: bool, rate: float) -> None:
     """The whole pipeline in the foreground, on the embedded defaults when unconfigured."""
@@ -58,7 +60,9 @@ def run(roles: str, simulate: bool, rate: float) -> None:
     if settings.embedded_broker:
         broker = EmbeddedBroker(settings.broker_port)
         broker.start()
-        console.print(f"[green]embedded broker[/] on 127.0.0.1:{settings.broker_port} (memory only)")
+        console.print(
+            f"[green]embedded broker[/] on 127.0.0.1:{settings.broker_port} (memory only)"
+        )
     supervisor = None
     stop = threading.Event()
     install_stop_handlers(stop.set)
@@ -154,18 +158,49 @@ def migrate() -> None:
     from stream.sink.migrate import apply
 
     applied = apply(connect(settings), settings)
-    click.echo(f"applied {len(applied)} migration(s): {', '.join(map(str, applied)) or 'none pending'}")
+    click.echo(
+        f"applied {len(applied)} migration(s): {', '.join(map(str, applied)) or 'none pending'}"
+    )
 
 
 @cli.command()
-@click.option("--rate", default=200.0, show_default=True, help="Events per second (0 = as fast as possible).")
+@click.option(
+    "--rate", default=200.0, show_default=True, help="Events per second (0 = as fast as possible)."
+)
 @click.option("--visitors", default=1000, show_default=True, help="Distinct visitors.")
-@click.option("--duration", default=30.0, show_default=True, help="Seconds to run (0 = until Ctrl-C).")
-@click.option("--events", "max_events", default=0, show_default=True, help="Stop after this many events (0 = no limit).")
-@click.option("--seed", default=1, show_default=True, help="Random seed: the same seed sends the same traffic.")
-@click.option("--url", default="", help="Collector base URL (default: http://127.0.0.1:$CLICKSTREAM_HTTP_PORT).")
-@click.option("--to-kafka", is_flag=True, help="Write straight to Kafka instead of posting over HTTP.")
-def simulate(rate: float, visitors: int, duration: float, max_events: int, seed: int, url: str, to_kafka: bool) -> None:
+@click.option(
+    "--duration", default=30.0, show_default=True, help="Seconds to run (0 = until Ctrl-C)."
+)
+@click.option(
+    "--events",
+    "max_events",
+    default=0,
+    show_default=True,
+    help="Stop after this many events (0 = no limit).",
+)
+@click.option(
+    "--seed",
+    default=1,
+    show_default=True,
+    help="Random seed: the same seed sends the same traffic.",
+)
+@click.option(
+    "--url",
+    default="",
+    help="Collector base URL (default: http://127.0.0.1:$CLICKSTREAM_HTTP_PORT).",
+)
+@click.option(
+    "--to-kafka", is_flag=True, help="Write straight to Kafka instead of posting over HTTP."
+)
+def simulate(
+    rate: float,
+    visitors: int,
+    duration: float,
+    max_events: int,
+    seed: int,
+    url: str,
+    to_kafka: bool,
+) -> None:
     """Synthetic storefront traffic: visitors browsing, searching, carting, buying."""
     from stream.simulate import run_simulation
 
@@ -186,7 +221,9 @@ def simulate(rate: float, visitors: int, duration: float, max_events: int, seed:
 
 @cli.command()
 @click.argument("sql")
-@click.option("--url", default="", help="API base URL (default: http://127.0.0.1:$CLICKSTREAM_API_PORT).")
+@click.option(
+    "--url", default="", help="API base URL (default: http://127.0.0.1:$CLICKSTREAM_API_PORT)."
+)
 def query(sql: str, url: str) -> None:
     """Run read-only SQL through the query API and print the result as a table."""
     settings = _settings()
@@ -196,10 +233,28 @@ def query(sql: str, url: str) -> None:
 
 
 @cli.command()
-@click.option("--url", default="", help="API base URL (default: http://127.0.0.1:$CLICKSTREAM_API_PORT).")
-@click.option("--collector", default="", help="Collector base URL for events/s (default: http://127.0.0.1:$CLICKSTREAM_HTTP_PORT; 'none' to skip).")
-@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.5), help="Seconds between refreshes.")
-@click.option("--hours", default=24.0, show_default=True, type=click.FloatRange(min=0.1), help="Time range of the figures, in hours up to now.")
+@click.option(
+    "--url", default="", help="API base URL (default: http://127.0.0.1:$CLICKSTREAM_API_PORT)."
+)
+@click.option(
+    "--collector",
+    default="",
+    help="Collector base URL for events/s (default: http://127.0.0.1:$CLICKSTREAM_HTTP_PORT; 'none' to skip).",
+)
+@click.option(
+    "--interval",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.5),
+    help="Seconds between refreshes.",
+)
+@click.option(
+    "--hours",
+    default=24.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Time range of the figures, in hours up to now.",
+)
 def top(url: str, collector: str, interval: float, hours: float) -> None:
     """A live terminal view: funnel, throughput, open sessions, rates, latest stage changes."""
     settings = _settings()

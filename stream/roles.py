@@ -24,7 +24,9 @@ def parse_roles(raw: str) -> tuple[str, ...]:
     roles = tuple(dict.fromkeys(r.strip() for r in raw.split(",") if r.strip()))
     unknown = [r for r in roles if r not in ROLES]
     if unknown or not roles:
-        raise ValueError(f"unknown role(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ROLES)}")
+        raise ValueError(
+            f"unknown role(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ROLES)}"
+        )
     return roles
 
 

@@ -73,7 +73,9 @@ def healthy(url: str, timeout: float = 1.0) -> bool:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, roles: tuple[str, ...], extra_env: dict[str, str] | None = None):
+    def __init__(
+        self, settings: Settings, roles: tuple[str, ...], extra_env: dict[str, str] | None = None
+    ):
         self.settings = settings
         self.metrics_dir = tempfile.mkdtemp(prefix="clickstream-metrics-")
         self.env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir, **(extra_env or {})}
@@ -97,7 +99,10 @@ class Supervisor:
 
     def start(self) -> None:
         # Storage first (applies migrations), then processing, then intake.
-        order = sorted(self.children, key=lambda c: {"sink": 0, "api": 0, "processor": 1}.get(c.name.split("+")[0], 2))
+        order = sorted(
+            self.children,
+            key=lambda c: {"sink": 0, "api": 0, "processor": 1}.get(c.name.split("+")[0], 2),
+        )
         for child in order:
             child.start(self.env)
 
@@ -136,7 +141,10 @@ class Supervisor:
     def stop(self) -> None:
         self.stopping = True
         # Intake first, storage last, so the sink flushes what the others produced.
-        order = sorted(self.children, key=lambda c: {"collector": 0, "processor": 1}.get(c.name.split("+")[0], 2))
+        order = sorted(
+            self.children,
+            key=lambda c: {"collector": 0, "processor": 1}.get(c.name.split("+")[0], 2),
+        )
         deadline = time.monotonic() + STOP_BUDGET_S
         for child in order:
             child.terminate()

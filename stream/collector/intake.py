@@ -132,5 +132,7 @@ def inherit(call: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
         call["sentAt"] = shared["sentAt"]
     if isinstance(shared.get("context"), dict):
         context = call.get("context")
-        call["context"] = {**shared["context"], **context} if isinstance(context, dict) else shared["context"]
+        call["context"] = (
+            {**shared["context"], **context} if isinstance(context, dict) else shared["context"]
+        )
     return call

@@ -71,7 +71,9 @@ class Collector:
 
     async def _handle(self, request: web.Request, endpoint: str) -> web.Response:
         raw = await _read_body(request)
-        body = intake.parse_json(intake.decode_body(raw, request.headers.get("Content-Encoding", "")))
+        body = intake.parse_json(
+            intake.decode_body(raw, request.headers.get("Content-Encoding", ""))
+        )
         source = intake.resolve_source(
             request.headers.get("Authorization", ""), body, self.settings.write_keys
         )
@@ -84,7 +86,11 @@ class Collector:
         invalid: list[InvalidRecord] = []
         errors: list[dict[str, Any]] = []
         for call in calls:
-            payload = intake.inherit(call.payload, shared) if isinstance(call.payload, dict) else call.payload
+            payload = (
+                intake.inherit(call.payload, shared)
+                if isinstance(call.payload, dict)
+                else call.payload
+            )
             reasons = self._check(call, payload, received_at)
             if not reasons:
                 try:
@@ -99,11 +105,17 @@ class Collector:
                         )
                     )
                     continue
-                except (ValueError, TypeError, KeyError) as exc:  # never lose the batch for one event
+                except (
+                    ValueError,
+                    TypeError,
+                    KeyError,
+                ) as exc:  # never lose the batch for one event
                     reasons = [f"could not normalize event: {exc}"]
             record = dead_letter(call.payload, reasons, source, received_at)
             invalid.append(record)
-            errors.append({"index": call.index, "messageId": record["message_id"], "reasons": reasons})
+            errors.append(
+                {"index": call.index, "messageId": record["message_id"], "reasons": reasons}
+            )
 
         _received(source).inc(len(calls))
         try:
@@ -227,7 +239,10 @@ def build_app(settings: Settings, publisher: Publisher) -> web.Application:
             raise web.HTTPNotFound()
         return web.FileResponse(
             path,
-            headers={"Content-Type": "application/javascript", "Cache-Control": "public, max-age=300"},
+            headers={
+                "Content-Type": "application/javascript",
+                "Cache-Control": "public, max-age=300",
+            },
         )
 
     async def demo_index(request: web.Request) -> web.StreamResponse:

@@ -18,7 +18,6 @@ import gc
 import logging
 import os
 import time
-
 import weakref
 
 import faust
@@ -116,7 +115,9 @@ def create_app(settings: Settings) -> faust.App:
     async def process(stream):
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
             records = [
-                Record(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.value)
+                Record(
+                    e.message.topic, e.message.partition, e.message.offset, e.message.key, e.value
+                )
                 for e in events
             ]
             result = engine.run(
@@ -140,7 +141,9 @@ def create_app(settings: Settings) -> faust.App:
                 PROCESSING_LATENCY.observe(max(0.0, time.time() - result.last_received_at / 1000))
             for partition, clock in engine.clocks.items():
                 if clock.max_ts:
-                    EVENT_TIME_LAG.labels(str(partition)).set(max(0.0, time.time() - clock.max_ts / 1000))
+                    EVENT_TIME_LAG.labels(str(partition)).set(
+                        max(0.0, time.time() - clock.max_ts / 1000)
+                    )
 
     @app.timer(TICK_SECONDS)
     async def send_ticks():
@@ -172,7 +175,9 @@ def create_app(settings: Settings) -> faust.App:
             tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic_name
         )
         if not ready["rebalanced"]:
-            return web.json({"status": "starting", "reason": "joining the consumer group"}, status=503)
+            return web.json(
+                {"status": "starting", "reason": "joining the consumer group"}, status=503
+            )
         return web.json({"status": "ok", "partitions": partitions})
 
     return app
@@ -214,7 +219,9 @@ def partition_key(partition: int, partitions: int) -> bytes:
         i += 1
 
 
-def _index_recovered(engine: Engine, table, partitions: int, assigned: list[int], indexed: set[int]) -> None:
+def _index_recovered(
+    engine: Engine, table, partitions: int, assigned: list[int], indexed: set[int]
+) -> None:
     """Once per newly assigned partition: put recovered visitors back on the watch list."""
     fresh = set(assigned) - indexed
     indexed.intersection_update(assigned)

@@ -91,7 +91,9 @@ class Engine:
     def __init__(self, settings: Settings, machine: StageMachine | None = None) -> None:
         self.settings = settings
         self.rules = SessionRules.from_settings(settings)
-        self.machine = machine or StageMachine.load(settings.schemas_dir / "journey" / "stages.json")
+        self.machine = machine or StageMachine.load(
+            settings.schemas_dir / "journey" / "stages.json"
+        )
         self.lapse_ms = settings.lapse_days * 86_400_000
         self.control_topic = settings.topic(topics.CONTROL)
         self.out_topics = {
@@ -131,7 +133,9 @@ class Engine:
             try:
                 if record.topic == self.control_topic:
                     watermark = self._on_tick(record, state_of, states, dirty, result)
-                    watermarks[record.partition] = max(watermarks.get(record.partition, 0), watermark)
+                    watermarks[record.partition] = max(
+                        watermarks.get(record.partition, 0), watermark
+                    )
                 else:
                     self._on_event(record, state_of, states, dirty, result)
             except Exception as exc:  # noqa: BLE001 - one bad record never stops the partition
@@ -152,7 +156,11 @@ class Engine:
         if last is not None and record.offset > last + 1:
             OFFSET_GAPS.labels(record.topic).inc()
             log.error(
-                "offset gap: %s[%d] jumped from %d to %d", record.topic, record.partition, last, record.offset
+                "offset gap: %s[%d] jumped from %d to %d",
+                record.topic,
+                record.partition,
+                last,
+                record.offset,
             )
         self._last_offsets[tp] = record.offset
 
@@ -170,10 +178,14 @@ class Engine:
         for partition, acc in self._windows.items():
             clock = self.clocks.get(partition)
             watermark = max(watermarks.get(partition, 0), clock.max_ts if clock else 0)
-            for row in acc.close(watermark, self.rules.lateness_ms, partition, settle_ms=self.settle_ms):
+            for row in acc.close(
+                watermark, self.rules.lateness_ms, partition, settle_ms=self.settle_ms
+            ):
                 key = metric_row_key(row)
                 row["idempotency_key"] = key
-                result.outputs.append(Output(self.out_topics["metrics"], key.encode(), orjson.dumps(row)))
+                result.outputs.append(
+                    Output(self.out_topics["metrics"], key.encode(), orjson.dumps(row))
+                )
             result.windows[partition] = acc.encode()
 
     def _on_event(self, record, state_of, states, dirty, result: BatchResult) -> None:
@@ -222,7 +234,9 @@ class Engine:
                 del clock.pending[visitor]
             else:
                 # Watch again at the lapse horizon: a purchaser lapses after lapse_days.
-                clock.pending[visitor] = last_ts if watermark - last_ts < self.lapse_ms else watermark
+                clock.pending[visitor] = (
+                    last_ts if watermark - last_ts < self.lapse_ms else watermark
+                )
         return watermark
 
     def _observe(self, partition: int, event: dict, before: Any, outcome: Outcome) -> None:

@@ -40,7 +40,9 @@ async def true_end_offsets(
         group_id=None,
         enable_auto_commit=False,
         fetch_max_wait_ms=50,
-        max_partition_fetch_bytes=16 * 1024 * 1024,  # a batch larger than this would hide the watermark
+        max_partition_fetch_bytes=16
+        * 1024
+        * 1024,  # a batch larger than this would hide the watermark
     )
     await probe.start()
     try:

@@ -21,7 +21,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="package")  # Playwright's sync API keeps a loop running: end it with the package
+@pytest.fixture(
+    scope="package"
+)  # Playwright's sync API keeps a loop running: end it with the package
 def browser():
     if not os.path.exists(CHROMIUM):
         pytest.skip(

@@ -21,7 +21,13 @@ def event(**overrides) -> dict:
         "messageId": f"ok-{uuid.uuid4()}",
         "anonymousId": "bad-input-visitor",
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "properties": {"product_id": "p1", "sku": "S1", "price": 10.0, "quantity": 1, "currency": "USD"},
+        "properties": {
+            "product_id": "p1",
+            "sku": "S1",
+            "price": 10.0,
+            "quantity": 1,
+            "currency": "USD",
+        },
     }
     base.update(overrides)
     return base
@@ -29,16 +35,22 @@ def event(**overrides) -> dict:
 
 def count_ids(pipeline, table: str, ids: list[str]) -> list[list]:
     id_list = ",".join(f"'{i}'" for i in ids)
-    return pipeline.sql(f"SELECT count(), uniqExact(message_id) FROM clickstream.{table} FINAL WHERE message_id IN ({id_list})")
+    return pipeline.sql(
+        f"SELECT count(), uniqExact(message_id) FROM clickstream.{table} FINAL WHERE message_id IN ({id_list})"
+    )
 
 
 def test_mixed_batch_valid_arrive_invalid_dead_lettered(pipeline):
     good = [event() for _ in range(5)]
     bad = [
-        event(messageId=f"bad-{uuid.uuid4()}", properties={"product_id": 42, "price": "ten"}),  # wrong types
+        event(
+            messageId=f"bad-{uuid.uuid4()}", properties={"product_id": 42, "price": "ten"}
+        ),  # wrong types
         event(messageId=f"bad-{uuid.uuid4()}", properties={}),  # missing required properties
         event(messageId=f"bad-{uuid.uuid4()}", anonymousId=None, userId=None),  # no identity
-        event(messageId=f"bad-{uuid.uuid4()}", properties={"product_id": "p", "blob": "x" * 40_000}),  # > 32 KB
+        event(
+            messageId=f"bad-{uuid.uuid4()}", properties={"product_id": "p", "blob": "x" * 40_000}
+        ),  # > 32 KB
     ]
     status, answer = pipeline.post("/v1/batch", {"batch": good[:3] + bad + good[3:]})
     assert status == 200, answer
@@ -48,15 +60,19 @@ def test_mixed_batch_valid_arrive_invalid_dead_lettered(pipeline):
     good_ids = [e["messageId"] for e in good]
     bad_ids = [e["messageId"] for e in bad]
     pipeline.wait_for(
-        "SELECT count() FROM clickstream.events FINAL WHERE message_id IN ({})".format(",".join(f"'{i}'" for i in good_ids)),
+        "SELECT count() FROM clickstream.events FINAL WHERE message_id IN ({})".format(
+            ",".join(f"'{i}'" for i in good_ids)
+        ),
         [[5]],
     )
     pipeline.wait_for(
-        "SELECT count() FROM clickstream.invalid_events FINAL WHERE message_id IN ({})".format(",".join(f"'{i}'" for i in bad_ids)),
+        "SELECT count() FROM clickstream.invalid_events FINAL WHERE message_id IN ({})".format(
+            ",".join(f"'{i}'" for i in bad_ids)
+        ),
         [[4]],
     )
     rows = pipeline.sql(
-        "SELECT reasons, payload FROM clickstream.invalid_events FINAL WHERE message_id = '{}'".format(bad_ids[0])
+        f"SELECT reasons, payload FROM clickstream.invalid_events FINAL WHERE message_id = '{bad_ids[0]}'"
     )
     reasons, payload = rows[0]
     assert any("price" in r for r in reasons)
@@ -70,7 +86,12 @@ def test_mixed_batch_valid_arrive_invalid_dead_lettered(pipeline):
         (b'{"batch": [{"type": "track", "event": "\xff\xfe"}]}', {}, 400, "UTF-8"),
         (b'{"batch": "nope"}', {}, 400, "batch"),
         (b"x" * (2 * 1024 * 1024), {}, 413, "500 KB"),
-        (b'{"batch": [{"type":"track","event":"X","anonymousId":"a"}]}', {"Authorization": ""}, 401, "write key"),
+        (
+            b'{"batch": [{"type":"track","event":"X","anonymousId":"a"}]}',
+            {"Authorization": ""},
+            401,
+            "write key",
+        ),
         (
             b'{"batch": [{"type":"track","event":"X","anonymousId":"a"}]}',
             {"Authorization": "Basic " + base64.b64encode(b"wrong-key:").decode()},
@@ -97,7 +118,10 @@ def test_ten_thousand_event_batch_is_refused_whole(pipeline):
 def test_gzip_and_beacon_bodies(pipeline):
     e1, e2 = event(), event()
     status, answer = pipeline.post(
-        "/v1/batch", None, headers={"Content-Encoding": "gzip"}, raw=gzip.compress(orjson.dumps({"batch": [e1]}))
+        "/v1/batch",
+        None,
+        headers={"Content-Encoding": "gzip"},
+        raw=gzip.compress(orjson.dumps({"batch": [e1]})),
     )
     assert (status, answer["accepted"]) == (200, 1), answer
     # sendBeacon: text/plain, write key in the body, no Authorization header
@@ -117,7 +141,10 @@ def test_gzip_and_beacon_bodies(pipeline):
 def test_single_call_endpoints(pipeline):
     for path, call in [
         ("/v1/track", event()),
-        ("/v1/page", {"anonymousId": "a1", "name": "Home", "properties": {"url": "https://shop.example/"}}),
+        (
+            "/v1/page",
+            {"anonymousId": "a1", "name": "Home", "properties": {"url": "https://shop.example/"}},
+        ),
         ("/v1/identify", {"anonymousId": "a1", "userId": "u1", "traits": {"plan": "gold"}}),
         ("/v1/alias", {"previousId": "a1", "userId": "u1"}),
     ]:

@@ -39,7 +39,9 @@ def test_hundred_events_land_in_clickhouse_exactly_once(pipeline):
         f"SELECT count(), uniqExact(message_id) FROM clickstream.events FINAL WHERE message_id IN ({id_list})",
         [[100, 100]],
     )
-    rows = pipeline.sql(f"SELECT message_id FROM clickstream.events FINAL WHERE message_id IN ({id_list}) ORDER BY message_id")
+    rows = pipeline.sql(
+        f"SELECT message_id FROM clickstream.events FINAL WHERE message_id IN ({id_list}) ORDER BY message_id"
+    )
     assert [r[0] for r in rows] == ids
 
 

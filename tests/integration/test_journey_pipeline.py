@@ -26,16 +26,43 @@ def journey(visitor: str, start_ms: int, names: list[str]) -> list[dict]:
             "timestamp": iso(start_ms + i * 20_000),
             "context": {
                 "userAgent": CHROME,
-                "page": {"url": f"https://shop.example/step/{i}?utm_source=news&utm_medium=email&utm_campaign=spring"},
+                "page": {
+                    "url": f"https://shop.example/step/{i}?utm_source=news&utm_medium=email&utm_campaign=spring"
+                },
             },
         }
-        product = {"product_id": "p1", "sku": "S1", "name": "Mug", "price": 12.5, "quantity": 2, "currency": "USD"}
+        product = {
+            "product_id": "p1",
+            "sku": "S1",
+            "name": "Mug",
+            "price": 12.5,
+            "quantity": 2,
+            "currency": "USD",
+        }
         if name == "page":
             call.update(type="page", name="Home")
         elif name == "Order Completed":
-            call.update(type="track", event=name, properties={"order_id": f"o-{visitor}", "revenue": 25.0, "currency": "USD", "products": [product]})
+            call.update(
+                type="track",
+                event=name,
+                properties={
+                    "order_id": f"o-{visitor}",
+                    "revenue": 25.0,
+                    "currency": "USD",
+                    "products": [product],
+                },
+            )
         elif name == "Checkout Started":
-            call.update(type="track", event=name, properties={"order_id": f"c-{visitor}", "value": 25.0, "currency": "USD", "products": [product]})
+            call.update(
+                type="track",
+                event=name,
+                properties={
+                    "order_id": f"c-{visitor}",
+                    "value": 25.0,
+                    "currency": "USD",
+                    "products": [product],
+                },
+            )
         else:
             call.update(type="track", event=name, properties=product)
         calls.append(call)
@@ -44,9 +71,15 @@ def journey(visitor: str, start_ms: int, names: list[str]) -> list[dict]:
 
 def test_journeys_reach_clickhouse_with_triggers_and_metrics(pipeline):
     start = int(time.time() * 1000) - 2 * HOUR_MS
-    buyer, abandoner, bouncer = (f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("buyer", "abandoner", "bouncer"))
+    buyer, abandoner, bouncer = (
+        f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("buyer", "abandoner", "bouncer")
+    )
     batch = (
-        journey(buyer, start, ["page", "Product Viewed", "Product Added", "Checkout Started", "Order Completed"])
+        journey(
+            buyer,
+            start,
+            ["page", "Product Viewed", "Product Added", "Checkout Started", "Order Completed"],
+        )
         + journey(abandoner, start, ["page", "Product Viewed", "Product Added"])
         + journey(bouncer, start, ["page"])
     )
@@ -64,7 +97,11 @@ def test_journeys_reach_clickhouse_with_triggers_and_metrics(pipeline):
         "SELECT visitor_id, closed, bounce, stage_reached, orders FROM clickstream.sessions FINAL "
         f"WHERE visitor_id IN ('{buyer}', '{abandoner}', '{bouncer}') ORDER BY visitor_id",
         sorted(
-            [[abandoner, 1, 0, "decision", 0], [bouncer, 1, 1, "awareness", 0], [buyer, 1, 0, "purchase", 1]]
+            [
+                [abandoner, 1, 0, "decision", 0],
+                [bouncer, 1, 1, "awareness", 0],
+                [buyer, 1, 0, "purchase", 1],
+            ]
         ),
         timeout=40,
     )

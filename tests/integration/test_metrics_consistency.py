@@ -40,7 +40,9 @@ def as_map(rows: list[list]) -> dict[str, float]:
 
 def test_every_window_figure_equals_sql_over_raw_data(pipeline):
     base = (int(time.time() * 1000) - 3 * HOUR_MS) // 60_000 * 60_000
-    calls = list(itertools.islice(generate(7, 150, mix=Mix(conversion=0.2), base_time_ms=base), 2500))
+    calls = list(
+        itertools.islice(generate(7, 150, mix=Mix(conversion=0.2), base_time_ms=base), 2500)
+    )
     for i in range(0, len(calls), 100):
         status, answer = pipeline.post("/v1/batch", {"batch": calls[i : i + 100]})
         assert status == 200 and answer["rejected"] == 0, answer
@@ -49,7 +51,9 @@ def test_every_window_figure_equals_sql_over_raw_data(pipeline):
     # moves on, every session closes and every window is complete.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        open_sessions = pipeline.sql("SELECT countIf(NOT closed), count() FROM clickstream.sessions FINAL WHERE source = 'test'")
+        open_sessions = pipeline.sql(
+            "SELECT countIf(NOT closed), count() FROM clickstream.sessions FINAL WHERE source = 'test'"
+        )
         if open_sessions[0][1] > 0 and open_sessions[0][0] == 0:
             break
         time.sleep(1)
@@ -64,4 +68,6 @@ def test_every_window_figure_equals_sql_over_raw_data(pipeline):
         )
         raw = as_map(pipeline.sql(sql))
         assert raw, f"no raw data for {figure}"
-        assert windows == raw, f"{figure}: windows differ from raw data\n{sorted(set(windows.items()) ^ set(raw.items()))[:10]}"
+        assert windows == raw, (
+            f"{figure}: windows differ from raw data\n{sorted(set(windows.items()) ^ set(raw.items()))[:10]}"
+        )

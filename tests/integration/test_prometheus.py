@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
 import yaml
@@ -22,32 +23,60 @@ def query(base: str, promql: str) -> list[dict]:
     return answer["data"]["result"]
 
 
-@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is not installed (tests/setup_tools.py installs it as root)")
+@pytest.mark.skipif(
+    PROMETHEUS is None,
+    reason="prometheus is not installed (tests/setup_tools.py installs it as root)",
+)
 def test_prometheus_scrapes_the_pipeline(tmp_path):
     running = start_pipeline(tmp_path / "pipeline")
     prom = None
     try:
-        config = yaml.safe_load(open("deploy/prometheus/prometheus.local.yml"))
+        config = yaml.safe_load(Path("deploy/prometheus/prometheus.local.yml").read_text())
         config["global"]["scrape_interval"] = "1s"
         config["global"]["evaluation_interval"] = "1s"
-        ports = {"8080": running.http_port, "8081": running.api_port, "6066": running.processor_port}
+        ports = {
+            "8080": running.http_port,
+            "8081": running.api_port,
+            "6066": running.processor_port,
+        }
         for job in config["scrape_configs"]:
             for static in job["static_configs"]:
-                static["targets"] = [f"127.0.0.1:{ports[t.rsplit(':', 1)[1]]}" for t in static["targets"]]
+                static["targets"] = [
+                    f"127.0.0.1:{ports[t.rsplit(':', 1)[1]]}" for t in static["targets"]
+                ]
         config["rule_files"] = [str((tmp_path / "alerts.yml").resolve())]
         shutil.copy("deploy/prometheus/alerts.yml", tmp_path / "alerts.yml")
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
         prom = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "wb"),
+            [
+                PROMETHEUS,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "prometheus.log", "wb"),  # noqa: SIM115 - lives with the process
         )
         base = f"http://127.0.0.1:{port}"
         # simulated storefront traffic through the collector
         subprocess.run(
-            [sys.executable, "-m", "stream.cli", "simulate", "--rate", "300", "--duration", "8", "--seed", "3"],
-            env={**running.env}, check=True, capture_output=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "stream.cli",
+                "simulate",
+                "--rate",
+                "300",
+                "--duration",
+                "8",
+                "--seed",
+                "3",
+            ],
+            env={**running.env},
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         deadline = time.monotonic() + 40
         wanted = {
@@ -62,7 +91,11 @@ def test_prometheus_scrapes_the_pipeline(tmp_path):
         while time.monotonic() < deadline and len(found) < len(wanted):
             for name, promql in wanted.items():
                 result = query(base, promql)
-                if result and result[0]["value"][1] not in ("NaN",) and (name in ("lag",) or float(result[0]["value"][1]) > 0):
+                if (
+                    result
+                    and result[0]["value"][1] not in ("NaN",)
+                    and (name in ("lag",) or float(result[0]["value"][1]) > 0)
+                ):
                     found[name] = float(result[0]["value"][1])
             time.sleep(1)
         assert set(found) == set(wanted), (found, running.log_tail())
@@ -71,8 +104,22 @@ def test_prometheus_scrapes_the_pipeline(tmp_path):
         # the counters keep moving with more traffic
         before = found["accepted"]
         subprocess.run(
-            [sys.executable, "-m", "stream.cli", "simulate", "--rate", "300", "--duration", "3", "--seed", "4"],
-            env={**running.env}, check=True, capture_output=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "stream.cli",
+                "simulate",
+                "--rate",
+                "300",
+                "--duration",
+                "3",
+                "--seed",
+                "4",
+            ],
+            env={**running.env},
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         time.sleep(3)
         assert float(query(base, wanted["accepted"])[0]["value"][1]) > before

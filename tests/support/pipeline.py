@@ -26,7 +26,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 10.0):
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict | None = None,
+    timeout: float = 10.0,
+):
     """(status, parsed JSON or raw bytes) without raising on 4xx/5xx."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
@@ -68,7 +74,9 @@ class Pipeline:
         return http("POST", self.collector + path, body, all_headers)
 
     def sql(self, query: str) -> list[list]:
-        status, answer = http("POST", self.api + "/api/v1/sql", query.encode(), {"Content-Type": "text/plain"})
+        status, answer = http(
+            "POST", self.api + "/api/v1/sql", query.encode(), {"Content-Type": "text/plain"}
+        )
         assert status == 200, answer
         return answer["rows"]
 
@@ -101,7 +109,11 @@ class Pipeline:
 
 
 def pipeline_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_DSN", "PROMETHEUS_MULTIPROC_DIR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_DSN", "PROMETHEUS_MULTIPROC_DIR")
+    }
     env.update(
         CLICKSTREAM_DATA_DIR=str(data_dir),
         CLICKSTREAM_HTTP_PORT=str(free_port()),
@@ -116,7 +128,9 @@ def pipeline_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_pipeline(data_dir: Path, args: tuple[str, ...] = (), timeout: float = 60.0, **extra: str) -> Pipeline:
+def start_pipeline(
+    data_dir: Path, args: tuple[str, ...] = (), timeout: float = 60.0, **extra: str
+) -> Pipeline:
     env = pipeline_env(data_dir, **extra)
     log_path = data_dir / "pipeline.log"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +152,11 @@ def start_pipeline(data_dir: Path, args: tuple[str, ...] = (), timeout: float = 
         log_path,
     )
     deadline = time.monotonic() + timeout
-    urls = [f"{pipeline.collector}/healthz", f"{pipeline.api}/healthz", f"http://127.0.0.1:{pipeline.processor_port}/healthz"]
+    urls = [
+        f"{pipeline.collector}/healthz",
+        f"{pipeline.api}/healthz",
+        f"http://127.0.0.1:{pipeline.processor_port}/healthz",
+    ]
     while urls:
         if process.poll() is not None or time.monotonic() > deadline:
             pipeline.stop()

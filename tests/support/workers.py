@@ -24,7 +24,11 @@ class Cluster:
     def __post_init__(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         broker_port = free_port()
-        base = {k: v for k, v in os.environ.items() if k not in ("CLICKHOUSE_DSN", "PROMETHEUS_MULTIPROC_DIR")}
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("CLICKHOUSE_DSN", "PROMETHEUS_MULTIPROC_DIR")
+        }
         self.env = {
             **base,
             "CLICKSTREAM_DATA_DIR": str(self.data_dir),
@@ -74,7 +78,9 @@ class Cluster:
 
     def start_processor(self, name: str = "processor", port: int | None = None) -> subprocess.Popen:
         port = port or free_port()
-        proc = self.spawn(name, "worker", "--roles", "processor", CLICKSTREAM_PROCESSOR_PORT=str(port))
+        proc = self.spawn(
+            name, "worker", "--roles", "processor", CLICKSTREAM_PROCESSOR_PORT=str(port)
+        )
         self.wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
         return proc
 
@@ -91,7 +97,9 @@ class Cluster:
         raise RuntimeError(f"{url} not healthy after {timeout}s\n{self.logs()}")
 
     def sql(self, query: str) -> list[list]:
-        status, answer = http("POST", f"{self.api}/api/v1/sql", query.encode(), {"Content-Type": "text/plain"})
+        status, answer = http(
+            "POST", f"{self.api}/api/v1/sql", query.encode(), {"Content-Type": "text/plain"}
+        )
         assert status == 200, answer
         return answer["rows"]
 

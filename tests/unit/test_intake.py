@@ -71,5 +71,7 @@ def test_split_batch_and_single_calls():
 
 
 def test_batch_context_is_inherited():
-    call = intake.inherit({"context": {"ip": "1"}}, {"context": {"library": "x", "ip": "2"}, "sentAt": "s"})
+    call = intake.inherit(
+        {"context": {"ip": "1"}}, {"context": {"library": "x", "ip": "2"}, "sentAt": "s"}
+    )
     assert call == {"context": {"library": "x", "ip": "1"}, "sentAt": "s"}
