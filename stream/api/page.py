@@ -29,8 +29,16 @@ from aiohttp import web
 
 from stream.api import app as api
 from stream.api import params
-from stream.api.params import ParamError, TimeRange, clickhouse_time
-from stream.api.queries import STAGES
+from stream.api.params import ParamError, TimeRange
+from stream.api.queries import (
+    STAGES,
+    as_records,
+    funnel_counts,
+    not_bot_session,
+    not_bot_visitor,
+    time_filters,
+    where_clause,
+)
 from stream.metrics import rates
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "journey"
@@ -42,44 +50,6 @@ UNTRACKED_EVENTS = ("Page Ping",)  # engagement heartbeats, not actions
 
 
 # --- SQL pieces -----------------------------------------------------------------------------
-
-
-def _filters(
-    column: str, window: TimeRange | None, source: str | None
-) -> tuple[list[str], dict[str, Any]]:
-    conditions: list[str] = []
-    parameters: dict[str, Any] = {}
-    if window is not None:
-        conditions.append(f"{column} >= {{start:DateTime64(3, 'UTC')}}")
-        conditions.append(f"{column} < {{end:DateTime64(3, 'UTC')}}")
-        parameters["start"] = clickhouse_time(window.start)
-        parameters["end"] = clickhouse_time(window.end)
-    if source is not None:
-        conditions.append("source = {source:String}")
-        parameters["source"] = source
-    return conditions, parameters
-
-
-def _where(conditions: list[str]) -> str:
-    return f"WHERE {' AND '.join(conditions)}" if conditions else ""
-
-
-def _not_bot_session(database: str) -> str:
-    """A condition on stage_transitions: the transition's session was not a bot's."""
-    return f"session_id NOT IN (SELECT session_id FROM {database}.sessions FINAL WHERE is_bot)"
-
-
-def _not_bot_visitor(database: str) -> str:
-    """A condition on visitors: not every session of the visitor was a bot's."""
-    return (
-        f"visitor_id NOT IN (SELECT visitor_id FROM {database}.sessions FINAL "
-        "GROUP BY visitor_id HAVING countIf(NOT is_bot) = 0)"
-    )
-
-
-def _records(result) -> list[dict[str, Any]]:
-    names = result.column_names
-    return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -95,7 +65,7 @@ def summary(client, database: str, window: TimeRange, source: str | None) -> dic
     session closes, so their rates are over closed sessions. A cart is a closed session's
     that ordered or still held items (an order empties the cart: counting held items
     alone would make every cart an abandoned one)."""
-    conditions, parameters = _filters("started_at", window, source)
+    conditions, parameters = time_filters("started_at", window, source)
     conditions.append("NOT is_bot")
     result = client.query(
         f"""
@@ -112,19 +82,19 @@ def summary(client, database: str, window: TimeRange, source: str | None) -> dic
             sum(pageviews) AS total_pageviews,
             sum(duration_s) AS total_duration_s
         FROM {database}.sessions FINAL
-        {_where(conditions)}
+        {where_clause(conditions)}
         """,
         parameters=parameters,
     )
-    live_conditions, live_parameters = _filters("started_at", None, source)
+    live_conditions, live_parameters = time_filters("started_at", None, source)
     live = client.query(
         f"""
         SELECT count() FROM {database}.sessions FINAL
-        {_where([*live_conditions, "NOT closed", "NOT is_bot"])}
+        {where_clause([*live_conditions, "NOT closed", "NOT is_bot"])}
         """,
         parameters=live_parameters,
     )
-    f = _records(result)[0]
+    f = as_records(result)[0]
     n = f["n_sessions"]
     return {
         "from": window.start,
@@ -152,45 +122,22 @@ def funnel(client, database: str, window: TimeRange, source: str | None) -> dict
     """Per stage: visitors who reached it in the window (their furthest stage is it or a
     later one), visitors who entered it, step conversion; and where every known visitor
     is now (`current`, lapsed included, not limited to the window)."""
-    conditions, parameters = _filters("ts", window, source)
-    conditions += ["has({stages:Array(String)}, to_stage)", _not_bot_session(database)]
-    parameters["stages"] = list(STAGES)
-    furthest = client.query(
-        f"""
-        SELECT furthest, count()
-        FROM
-        (
-            SELECT visitor_id, max(indexOf({{stages:Array(String)}}, to_stage)) AS furthest
-            FROM {database}.stage_transitions FINAL
-            {_where(conditions)}
-            GROUP BY visitor_id
-        )
-        GROUP BY furthest
-        """,
-        parameters=parameters,
-    )
-    entered = client.query(
-        f"""
-        SELECT to_stage, uniqExact(visitor_id)
-        FROM {database}.stage_transitions FINAL
-        {_where(conditions)}
-        GROUP BY to_stage
-        """,
-        parameters=parameters,
-    )
-    now_conditions, now_parameters = _filters("last_seen", None, source)
+    at_rank, entered = funnel_counts(client, database, window, source)
+    now_conditions, now_parameters = time_filters("last_seen", None, source)
     current = client.query(
         f"""
         SELECT stage, count()
         FROM {database}.visitors FINAL
-        {_where([*now_conditions, _not_bot_visitor(database)])}
+        {where_clause([*now_conditions, not_bot_visitor(database)])}
         GROUP BY stage
         """,
         parameters=now_parameters,
     )
-    return shape_funnel(
-        dict(furthest.result_rows), dict(entered.result_rows), dict(current.result_rows)
-    ) | {"from": window.start, "to": window.end, "source": source}
+    return shape_funnel(at_rank, entered, dict(current.result_rows)) | {
+        "from": window.start,
+        "to": window.end,
+        "source": source,
+    }
 
 
 def shape_funnel(
@@ -225,19 +172,19 @@ def shape_funnel(
 
 def flow(client, database: str, window: TimeRange, source: str | None) -> dict[str, Any]:
     """Stage transitions by (from, to); `from` is "" for a visitor's first stage."""
-    conditions, parameters = _filters("ts", window, source)
-    conditions.append(_not_bot_session(database))
+    conditions, parameters = time_filters("ts", window, source)
+    conditions.append(not_bot_session(database))
     result = client.query(
         f"""
         SELECT from_stage, to_stage, count() AS transitions, uniqExact(visitor_id) AS visitors
         FROM {database}.stage_transitions FINAL
-        {_where(conditions)}
+        {where_clause(conditions)}
         GROUP BY from_stage, to_stage
         ORDER BY transitions DESC, from_stage, to_stage
         """,
         parameters=parameters,
     )
-    rows = _records(result)
+    rows = as_records(result)
     return {
         "from": window.start,
         "to": window.end,
@@ -263,20 +210,20 @@ def rates_over_time(
 ) -> dict[str, Any]:
     """Completed one-minute windows (journey_metrics_1m FINAL), summed over partitions and
     keys per bucket, with their rates. Buckets without a row are left out."""
-    conditions, parameters = _filters("window_start", window, source)
+    conditions, parameters = time_filters("window_start", window, source)
     sums = ", ".join(f"sum({name}) AS {name}" for name in RATE_FIGURES)
     result = client.query(
         f"""
         SELECT {BUCKETS[bucket]}(window_start) AS t, {sums}
         FROM {database}.journey_metrics_1m FINAL
-        {_where(conditions)}
+        {where_clause(conditions)}
         GROUP BY t
         ORDER BY t
         """,
         parameters=parameters,
     )
     points = []
-    for row in _records(result):
+    for row in as_records(result):
         derived = rates.derive(row)
         points.append(
             {
@@ -299,7 +246,7 @@ def rates_over_time(
 def top(client, database: str, window: TimeRange, source: str | None, limit: int) -> dict[str, Any]:
     """The most frequent events (Page Pings aside) and the products most ordered, carted
     and viewed."""
-    conditions, parameters = _filters("ts", window, source)
+    conditions, parameters = time_filters("ts", window, source)
     conditions.append("NOT is_bot")
     parameters |= {"limit": limit, "untracked": list(UNTRACKED_EVENTS)}
     events = client.query(
@@ -307,7 +254,7 @@ def top(client, database: str, window: TimeRange, source: str | None, limit: int
         SELECT if(type = 'track', event, type) AS label, count() AS n,
                uniqExact(visitor_id) AS n_visitors
         FROM {database}.events FINAL
-        {_where([*conditions, "NOT has({untracked:Array(String)}, event)"])}
+        {where_clause([*conditions, "NOT has({untracked:Array(String)}, event)"])}
         GROUP BY label
         ORDER BY n DESC, label
         LIMIT {{limit:UInt32}}
@@ -353,7 +300,7 @@ def top(client, database: str, window: TimeRange, source: str | None, limit: int
         "events": [
             {"event": label, "events": n, "visitors": v} for label, n, v in events.result_rows
         ],
-        "products": _records(products),
+        "products": as_records(products),
     }
 
 
@@ -361,19 +308,19 @@ def recent(
     client, database: str, window: TimeRange, source: str | None, limit: int
 ) -> dict[str, Any]:
     """The latest stage changes by event time."""
-    conditions, parameters = _filters("ts", window, source)
-    conditions.append(_not_bot_session(database))
+    conditions, parameters = time_filters("ts", window, source)
+    conditions.append(not_bot_session(database))
     result = client.query(
         f"""
         SELECT ts, visitor_id, user_id, source, from_stage, to_stage, session_id
         FROM {database}.stage_transitions FINAL
-        {_where(conditions)}
+        {where_clause(conditions)}
         ORDER BY ts DESC, idempotency_key
         LIMIT {{limit:UInt32}}
         """,
         parameters={**parameters, "limit": limit},
     )
-    return {"source": source, "changes": _records(result)}
+    return {"source": source, "changes": as_records(result)}
 
 
 # --- parameters -----------------------------------------------------------------------------

@@ -29,11 +29,11 @@ SESSION_COLUMNS = (
 )  # fmt: skip
 
 
-def _where(conditions: list[str]) -> str:
+def where_clause(conditions: list[str]) -> str:
     return f"WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
-def _filters(
+def time_filters(
     time_column: str | None, window: TimeRange | None, source: str | None
 ) -> tuple[list[str], dict[str, Any]]:
     conditions: list[str] = []
@@ -49,7 +49,7 @@ def _filters(
     return conditions, parameters
 
 
-def _records(result) -> list[dict[str, Any]]:
+def as_records(result) -> list[dict[str, Any]]:
     names = result.column_names
     return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
@@ -58,12 +58,26 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def funnel(client, database: str, window: TimeRange, source: str | None) -> dict[str, Any]:
-    """Per stage: visitors who reached it (their furthest stage in the window is it or a
-    later one), visitors who entered it in the window, and step-to-step conversion
-    (reached / reached at the step before)."""
-    conditions, parameters = _filters("ts", window, source)
-    conditions.append("has({stages:Array(String)}, to_stage)")
+def not_bot_session(database: str) -> str:
+    """A condition on stage_transitions: the transition's session was not a bot's."""
+    return f"session_id NOT IN (SELECT session_id FROM {database}.sessions FINAL WHERE is_bot)"
+
+
+def not_bot_visitor(database: str) -> str:
+    """A condition on visitors: not every session of the visitor was a bot's."""
+    return (
+        f"visitor_id NOT IN (SELECT visitor_id FROM {database}.sessions FINAL "
+        "GROUP BY visitor_id HAVING countIf(NOT is_bot) = 0)"
+    )
+
+
+def funnel_counts(
+    client, database: str, window: TimeRange, source: str | None
+) -> tuple[dict[int, int], dict[str, int]]:
+    """(1-based rank of each visitor's furthest stage in the window -> visitors) and
+    (stage -> visitors who entered it in the window); bots left out."""
+    conditions, parameters = time_filters("ts", window, source)
+    conditions += ["has({stages:Array(String)}, to_stage)", not_bot_session(database)]
     parameters["stages"] = list(STAGES)
     furthest = client.query(
         f"""
@@ -72,7 +86,7 @@ def funnel(client, database: str, window: TimeRange, source: str | None) -> dict
         (
             SELECT visitor_id, max(indexOf({{stages:Array(String)}}, to_stage)) AS furthest
             FROM {database}.stage_transitions FINAL
-            {_where(conditions)}
+            {where_clause(conditions)}
             GROUP BY visitor_id
         )
         GROUP BY furthest
@@ -83,13 +97,19 @@ def funnel(client, database: str, window: TimeRange, source: str | None) -> dict
         f"""
         SELECT to_stage, uniqExact(visitor_id)
         FROM {database}.stage_transitions FINAL
-        {_where(conditions)}
+        {where_clause(conditions)}
         GROUP BY to_stage
         """,
         parameters=parameters,
     )
-    at_rank = dict(furthest.result_rows)  # 1-based rank of the furthest stage -> visitors
-    entered_by_stage = dict(entered.result_rows)
+    return dict(furthest.result_rows), dict(entered.result_rows)
+
+
+def funnel(client, database: str, window: TimeRange, source: str | None) -> dict[str, Any]:
+    """Per stage: visitors who reached it (their furthest stage in the window is it or a
+    later one), visitors who entered it in the window, and step-to-step conversion
+    (reached / reached at the step before). Bots are left out."""
+    at_rank, entered_by_stage = funnel_counts(client, database, window, source)
     out = []
     previous = 0
     for rank, stage in enumerate(STAGES, start=1):
@@ -115,12 +135,12 @@ def funnel(client, database: str, window: TimeRange, source: str | None) -> dict
 
 def stages(client, database: str, source: str | None) -> dict[str, Any]:
     """How many visitors are in each stage now."""
-    conditions, parameters = _filters(None, None, source)
+    conditions, parameters = time_filters(None, None, source)
     result = client.query(
         f"""
         SELECT stage, count() AS visitors
         FROM {database}.visitors FINAL
-        {_where(conditions)}
+        {where_clause(conditions)}
         GROUP BY stage
         """,
         parameters=parameters,
@@ -136,16 +156,16 @@ def stages(client, database: str, source: str | None) -> dict[str, Any]:
 
 def sessions(client, database: str, source: str | None, limit: int, offset: int) -> dict[str, Any]:
     """Sessions, most recent start first, one page."""
-    conditions, parameters = _filters(None, None, source)
+    conditions, parameters = time_filters(None, None, source)
     total = client.query(
-        f"SELECT count() FROM {database}.sessions FINAL {_where(conditions)}",
+        f"SELECT count() FROM {database}.sessions FINAL {where_clause(conditions)}",
         parameters=parameters,
     ).result_rows[0][0]
     result = client.query(
         f"""
         SELECT {", ".join(SESSION_COLUMNS)}
         FROM {database}.sessions FINAL
-        {_where(conditions)}
+        {where_clause(conditions)}
         ORDER BY started_at DESC, session_id
         LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}
         """,
@@ -156,7 +176,7 @@ def sessions(client, database: str, source: str | None, limit: int, offset: int)
         "total": total,
         "limit": limit,
         "offset": offset,
-        "sessions": _records(result),
+        "sessions": as_records(result),
     }
 
 
@@ -181,14 +201,14 @@ def visitor(client, database: str, visitor_id: str) -> dict[str, Any] | None:
         """,
         parameters=parameters,
     )
-    found = _records(row)
+    found = as_records(row)
     if not found and not visits.result_rows and not transitions.result_rows:
         return None
     return {
         "visitor_id": visitor_id,
         "visitor": found[0] if found else None,
-        "sessions": _records(visits),
-        "transitions": _records(transitions),
+        "sessions": as_records(visits),
+        "transitions": as_records(transitions),
     }
 
 
@@ -199,7 +219,7 @@ def summary(client, database: str, window: TimeRange, source: str | None) -> dic
     cart abandonment: closed sessions with a cart and no order / closed sessions with
     a cart (an open session may still convert); AOV: revenue / orders.
     """
-    conditions, parameters = _filters("started_at", window, source)
+    conditions, parameters = time_filters("started_at", window, source)
     # Aliases differ from column names: ClickHouse would read `orders` in countIf(...)
     # as the alias of sum(orders).
     result = client.query(
@@ -217,11 +237,11 @@ def summary(client, database: str, window: TimeRange, source: str | None) -> dic
             sum(refunds) AS total_refunds,
             uniqExact(visitor_id) AS n_visitors
         FROM {database}.sessions FINAL
-        {_where(conditions)}
+        {where_clause(conditions)}
         """,
         parameters=parameters,
     )
-    f = _records(result)[0]
+    f = as_records(result)[0]
     n = f["n_sessions"]
     return {
         "from": window.start,
