@@ -52,6 +52,7 @@ class Settings:
     # memory with the embedded broker (whose topics vanish on restart: state on disk
     # would outlive the offsets it refers to).
     state_store: str = ""
+    faust_metrics: bool = False  # Faust's own sensors as faust_* metrics (per-message cost)
     # Sink.
     sink_batch_rows: int = 10_000
     sink_batch_seconds: float = 1.0
@@ -260,6 +261,7 @@ ENV: dict[str, tuple[str, object]] = {
     "CLICKSTREAM_ALLOWED_LATENESS_SECONDS": ("allowed_lateness_s", _int(0, 86400)),
     "CLICKSTREAM_LAPSE_DAYS": ("lapse_days", _int(1, 3650)),
     "CLICKSTREAM_STATE_STORE": ("state_store", _state_store),
+    "CLICKSTREAM_FAUST_METRICS": ("faust_metrics", _bool),
     "CLICKSTREAM_SINK_BATCH_ROWS": ("sink_batch_rows", _int(1, 1_000_000)),
     "CLICKSTREAM_SINK_BATCH_SECONDS": ("sink_batch_seconds", _float(0.01, 60.0)),
     "CLICKSTREAM_EVENTS_TTL_DAYS": ("events_ttl_days", _int(0, 36500)),
