@@ -141,8 +141,17 @@ _WRAPPERS = (
     "Handle._run (",
     "(threading.py)",
     "Service._execute_task (",
+    "ServiceThread._start_thread (",
+    "WorkerThread.run (",
 )
-_WAITING = ("select (selectors.py)", "EpollSelector.select", "poll (selectors.py)")
+# A thread is waiting when its innermost Python frame is the selector, or one of the
+# frames above (under uvloop the loop is C code: its Python stack ends at the frame
+# that started the loop).
+_SELECT = ("select (selectors.py)", "EpollSelector.select", "poll (selectors.py)")
+
+
+def _waiting(frames: list[str]) -> bool:
+    return not frames or frames[-1].startswith(_SELECT) or any(w in frames[-1] for w in _WRAPPERS)
 
 
 def record_profile(pid: int, out: str) -> Proc:
@@ -177,7 +186,7 @@ def summarize(raw_path: str, top: int = 40) -> dict:
     threads = {}
     for thread, samples in stacks.items():
         total = sum(n for _, n in samples)
-        waiting = sum(n for frames, n in samples if frames and frames[-1].startswith(_WAITING))
+        waiting = sum(n for frames, n in samples if _waiting(frames))
         agent = any("create_app.<locals>.process" in f for frames, _ in samples for f in frames)
         threads[thread] = (total, waiting, agent)
     main = max(threads, key=lambda t: (threads[t][2], threads[t][0]))
@@ -185,7 +194,7 @@ def summarize(raw_path: str, top: int = 40) -> dict:
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     for frames, n in stacks[main]:
-        if frames and frames[-1].startswith(_WAITING):
+        if _waiting(frames):
             continue
         for frame in set(frames):
             if not any(w in frame for w in _WRAPPERS):
@@ -222,7 +231,7 @@ def print_profile(summary: dict, top: int = 25) -> None:
     )
     print(
         f"main thread (the agent's event loop): {summary['main_thread_samples']} samples, "
-        f"{summary['main_thread_waiting_pct']} % waiting in select; other threads busy "
+        f"{summary['main_thread_waiting_pct']} % waiting in the event loop; other threads busy "
         f"{summary['other_threads_busy_pct_of_main_wall']} (% of the same wall time)"
     )
     print("main thread, top inclusive frames (% of its wall time, waiting excluded):")
