@@ -58,7 +58,10 @@ class Proc:
 
     def rss_mb(self) -> float:
         try:
-            return sum(p.memory_info().rss for p in [self.ps, *self.ps.children(recursive=True)]) / 2**20
+            return (
+                sum(p.memory_info().rss for p in [self.ps, *self.ps.children(recursive=True)])
+                / 2**20
+            )
         except psutil.NoSuchProcess:
             return 0.0
 
@@ -79,7 +82,9 @@ class Proc:
 
 def spawn(name: str, args: list[str], env: dict[str, str], log_dir: str) -> Proc:
     log = open(os.path.join(log_dir, f"{name}.log"), "wb")  # noqa: SIM115
-    popen = subprocess.Popen([sys.executable, "-m", "stream.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     return Proc(name, popen)
 
 
@@ -88,9 +93,20 @@ def record_profile(pid: int, out: str, seconds: float) -> Proc:
     in .json, else raw collapsed stacks. Keep the output out of the repository."""
     pyspy = os.path.join(os.path.dirname(sys.executable), "py-spy")
     fmt = "speedscope" if out.endswith(".json") else "raw"
-    args = [pyspy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "100"]
+    args = [
+        pyspy,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, round(seconds))),
+        "--rate",
+        "100",
+    ]
     args += ["--format", fmt, "--output", out]
-    return Proc("py-spy", subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return Proc(
+        "py-spy", subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    )
 
 
 @contextmanager
