@@ -153,7 +153,9 @@ class Engine:
         means records were skipped between the broker and this agent. Say so loudly."""
         tp = (record.topic, record.partition)
         last = self._last_offsets.get(tp)
-        if last is not None and record.offset > last + 1:
+        if last is None:
+            log.info("first offset %s[%d] = %d", record.topic, record.partition, record.offset)
+        elif record.offset > last + 1:
             OFFSET_GAPS.labels(record.topic).inc()
             log.error(
                 "offset gap: %s[%d] jumped from %d to %d",
