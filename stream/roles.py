@@ -82,29 +82,8 @@ async def _serve_collector(settings: Settings) -> None:
 
 
 async def _serve_storage(settings: Settings, *, sink: bool, api: bool) -> None:
-    from aiohttp import web
-
-    from stream.api import build_app
-    from stream.sink.clickhouse import connect
-    from stream.sink.consumer import Sink, tune_gc
-    from stream.sink.migrate import apply
+    from stream.sink.consumer import run_sink, tune_gc
 
     stop = _stop_event()
     tune_gc()
-    client = await asyncio.to_thread(connect, settings)
-    applied = await asyncio.to_thread(apply, client, settings)
-    if applied:
-        log.info("migrations applied", extra={"versions": applied})
-    runner = None
-    if api:
-        runner = web.AppRunner(build_app(settings, client), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "0.0.0.0", settings.api_port, reuse_address=True).start()
-    the_sink = Sink(settings, client) if sink else None
-    if the_sink is not None:
-        await the_sink.start()
-    await stop.wait()
-    if the_sink is not None:
-        await the_sink.stop()
-    if runner is not None:
-        await runner.cleanup()
+    await run_sink(settings, stop=stop, sink=sink, serve_api=api)

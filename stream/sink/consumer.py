@@ -363,12 +363,14 @@ async def run_sink(
     client_factory: Callable[[Settings], object] = connect,
     stop: asyncio.Event | None = None,
     *,
+    sink: bool = True,
     serve_api: bool = True,
     group_id: str = topics.SINK_GROUP,
     session_timeout_ms: int = 6_000,
 ) -> None:
-    """Migrate, then run the sink until `stop` is set; with `serve_api`, also the query
-    API on settings.api_port (this process owns the embedded engine)."""
+    """Migrate, then run the sink (and, with `serve_api`, the query API on
+    settings.api_port: this process owns the embedded engine) until `stop` is set or the
+    sink fails (raised here, so the supervisor restarts the process)."""
     stop = stop or asyncio.Event()
     client = await _connect_and_migrate(settings, client_factory, stop)
     if client is None:
@@ -377,19 +379,29 @@ async def run_sink(
     if serve_api:
         runner = web.AppRunner(build_app(settings, client), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "0.0.0.0", settings.api_port).start()
+        await web.TCPSite(runner, "0.0.0.0", settings.api_port, reuse_address=True).start()
         log.info("query API listening on port %d", settings.api_port)
-    sink = Sink(settings, client, group_id=group_id, session_timeout_ms=session_timeout_ms)
+    the_sink = (
+        Sink(settings, client, group_id=group_id, session_timeout_ms=session_timeout_ms)
+        if sink
+        else None
+    )
     stopped = asyncio.create_task(stop.wait())
     try:
-        await sink.start()
-        log.info("sink consuming %d topics as group %s", len(sink.routes), group_id)
-        ended = asyncio.create_task(sink.wait())
-        await asyncio.wait([stopped, ended], return_when=asyncio.FIRST_COMPLETED)
+        waits = [stopped]
+        if the_sink is not None:
+            await the_sink.start()
+            log.info("sink consuming %d topics as group %s", len(the_sink.routes), group_id)
+            waits.append(asyncio.create_task(the_sink.wait()))
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in waits[1:]:
+            if task.done():
+                task.result()  # the sink's error, if it failed
     finally:
         stopped.cancel()
         try:
-            await sink.stop()
+            if the_sink is not None:
+                await the_sink.stop()
         finally:
             if runner is not None:
                 await runner.cleanup()
