@@ -17,7 +17,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from stream.config import Settings
 from stream.roles import process_groups
@@ -43,11 +43,9 @@ class Child:
     health_url: str | None
     process: subprocess.Popen | None = None
     restarts: int = 0
-    started_at: float = field(default=0.0)
 
     def start(self, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(self.argv, env=env, preexec_fn=_die_with_parent)
-        self.started_at = time.monotonic()
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
