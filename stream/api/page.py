@@ -9,10 +9,11 @@
     GET /api/v1/page/top?from=&to=&source=&limit=  top events and products
     GET /api/v1/page/recent?from=&to=&source=&limit=   latest stage changes
 
-Unlike the rest of the API, these answers leave bots out, as the dashboards do: rows
-with `is_bot` where the table has the column; elsewhere the stage transitions of bot
-sessions and the visitors whose every session was a bot's. Rates over time come from
-journey_metrics_1m FINAL (which counts no bot), summed over partitions and keys.
+These answers leave bots out, as the dashboards and the API's funnel and summary do
+(the summary here is queries.summary's, plus the sessions open now): rows with `is_bot`
+where the table has the column; elsewhere the stage transitions of bot sessions and the
+visitors whose every session was a bot's. Rates over time come from journey_metrics_1m
+FINAL (which counts no bot), summed over partitions and keys.
 The same rules as queries.py: values travel as `{name:Type}` parameters, counts read
 FINAL, calls run in threads (`clickstream top` reads these endpoints too).
 """
@@ -28,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from stream.api import app as api
-from stream.api import params
+from stream.api import params, queries
 from stream.api.params import ParamError, TimeRange
 from stream.api.queries import (
     STAGES,
@@ -60,32 +61,9 @@ def _ratio(numerator: float, denominator: float) -> float | None:
 
 
 def summary(client, database: str, window: TimeRange, source: str | None) -> dict[str, Any]:
-    """Sessions started in the window (the rates of queries.summary, bots left out), and
-    the sessions open now, whenever they started. Bounces and durations are known when a
-    session closes, so their rates are over closed sessions. A cart is a closed session's
-    that ordered or still held items (an order empties the cart: counting held items
-    alone would make every cart an abandoned one)."""
-    conditions, parameters = time_filters("started_at", window, source)
-    conditions.append("NOT is_bot")
-    result = client.query(
-        f"""
-        SELECT
-            count() AS n_sessions,
-            uniqExact(visitor_id) AS n_visitors,
-            countIf(orders > 0) AS n_converted,
-            countIf(bounce) AS n_bounces,
-            countIf(closed) AS n_closed,
-            countIf(closed AND (orders > 0 OR cart_items > 0 OR cart_value > 0)) AS n_carts,
-            countIf(closed AND (cart_items > 0 OR cart_value > 0) AND orders = 0) AS n_abandoned,
-            sum(orders) AS total_orders,
-            sum(revenue) AS total_revenue,
-            sum(pageviews) AS total_pageviews,
-            sum(duration_s) AS total_duration_s
-        FROM {database}.sessions FINAL
-        {where_clause(conditions)}
-        """,
-        parameters=parameters,
-    )
+    """queries.summary (sessions started in the window, bots left out, bounce rate and
+    average duration over closed sessions), and the sessions open now, whenever they
+    started."""
     live_conditions, live_parameters = time_filters("started_at", None, source)
     live = client.query(
         f"""
@@ -94,27 +72,8 @@ def summary(client, database: str, window: TimeRange, source: str | None) -> dic
         """,
         parameters=live_parameters,
     )
-    f = as_records(result)[0]
-    n = f["n_sessions"]
-    return {
-        "from": window.start,
-        "to": window.end,
-        "source": source,
-        "sessions": n,
-        "visitors": f["n_visitors"],
-        "active_sessions": live.result_rows[0][0],
-        "converted_sessions": f["n_converted"],
-        "bounces": f["n_bounces"],
-        "carts": f["n_carts"],
-        "abandoned_carts": f["n_abandoned"],
-        "orders": f["total_orders"],
-        "revenue": f["total_revenue"],
-        "pageviews": f["total_pageviews"],
-        "conversion_rate": _ratio(f["n_converted"], n),
-        "bounce_rate": _ratio(f["n_bounces"], f["n_closed"]),
-        "cart_abandonment_rate": _ratio(f["n_abandoned"], f["n_carts"]),
-        "average_order_value": _ratio(f["total_revenue"], f["total_orders"]),
-        "avg_session_duration_s": _ratio(f["total_duration_s"], f["n_closed"]),
+    return queries.summary(client, database, window, source) | {
+        "active_sessions": live.result_rows[0][0]
     }
 
 

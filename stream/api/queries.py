@@ -5,7 +5,8 @@ name (a validated identifier, the only thing formatted into the text); every val
 from a request travels as a `{name:Type}` parameter. Every count reads `FINAL`, so
 replayed or re-emitted rows never count twice.
 
-Bots are not filtered out: the figures count what was recorded.
+Bots are left out of the funnel and the summary's rates; the other answers (stages,
+sessions, one visitor) count what was recorded, bots included.
 """
 
 from __future__ import annotations
@@ -213,29 +214,35 @@ def visitor(client, database: str, visitor_id: str) -> dict[str, Any] | None:
 
 
 def summary(client, database: str, window: TimeRange, source: str | None) -> dict[str, Any]:
-    """Session rates for sessions started in the window.
+    """Session rates for sessions started in the window, bots left out.
 
-    conversion: sessions with an order / sessions; bounce: bounced / sessions;
-    cart abandonment: closed sessions with a cart and no order / closed sessions with
-    a cart (an open session may still convert); AOV: revenue / orders.
+    conversion: sessions with an order / sessions. Bounces and durations are known
+    when a session closes, so bounce rate (bounced / closed sessions) and average
+    session duration (total duration / closed sessions) are over closed sessions: a
+    live session cannot be known to bounce yet. Cart abandonment: closed sessions with
+    items left in the cart and no order / closed sessions that ordered or held items
+    (an order empties the cart: counting held items alone would make every cart an
+    abandoned one; an open session may still convert). AOV: revenue / orders.
     """
     conditions, parameters = time_filters("started_at", window, source)
+    conditions.append("NOT is_bot")
     # Aliases differ from column names: ClickHouse would read `orders` in countIf(...)
     # as the alias of sum(orders).
     result = client.query(
         f"""
         SELECT
             count() AS n_sessions,
+            uniqExact(visitor_id) AS n_visitors,
             countIf(orders > 0) AS n_converted,
-            countIf(bounce) AS n_bounces,
-            sum(duration_s) AS total_duration_s,
-            -- an order empties the cart: a session that ordered had a cart too
+            countIf(closed) AS n_closed,
+            countIf(closed AND bounce) AS n_bounces,
+            sumIf(duration_s, closed) AS total_duration_s,
             countIf(closed AND (cart_items > 0 OR cart_value > 0 OR orders > 0)) AS n_carts,
             countIf(closed AND (cart_items > 0 OR cart_value > 0) AND orders = 0) AS n_abandoned,
             sum(orders) AS total_orders,
             sum(revenue) AS total_revenue,
             sum(refunds) AS total_refunds,
-            uniqExact(visitor_id) AS n_visitors
+            sum(pageviews) AS total_pageviews
         FROM {database}.sessions FINAL
         {where_clause(conditions)}
         """,
@@ -256,9 +263,10 @@ def summary(client, database: str, window: TimeRange, source: str | None) -> dic
         "orders": f["total_orders"],
         "revenue": f["total_revenue"],
         "refunds": f["total_refunds"],
+        "pageviews": f["total_pageviews"],
         "conversion_rate": _ratio(f["n_converted"], n),
-        "bounce_rate": _ratio(f["n_bounces"], n),
-        "avg_session_duration_s": _ratio(f["total_duration_s"], n),
+        "bounce_rate": _ratio(f["n_bounces"], f["n_closed"]),
+        "avg_session_duration_s": _ratio(f["total_duration_s"], f["n_closed"]),
         "cart_abandonment_rate": _ratio(f["n_abandoned"], f["n_carts"]),
         "average_order_value": _ratio(f["total_revenue"], f["total_orders"]),
     }

@@ -40,7 +40,9 @@ def session(sid, visitor, hour, source="web", **figures) -> dict:
         "started_at": at(hour),
         "ended_at": at(hour) + int(figures.get("duration_s", 0) * 1000),
         "duration_s": 0.0,
+        "pageviews": 0,
         "bounce": False,
+        "is_bot": False,
         "cart_items": 0,
         "cart_value": 0.0,
         "orders": 0,
@@ -74,7 +76,7 @@ def visitor(vid, stage, version, source="web") -> dict:
 
 
 def seed(client, db: str) -> None:
-    s1_first = session("s1", "v1", 10, duration_s=120.0, cart_items=2)
+    s1_first = session("s1", "v1", 10, duration_s=120.0, cart_items=2, pageviews=3)
     insert(
         client,
         f"{db}.sessions",
@@ -82,10 +84,28 @@ def seed(client, db: str) -> None:
             s1_first,
             s1_first,  # replayed
             {**s1_first, "orders": 1, "revenue": 50.0, "version": 2},
-            session("s2", "v2", 11, duration_s=30.0, bounce=True, cart_items=1),
-            session("s3", "v3", 12, bounce=True, closed=False),
-            session("s4", "v1", 13, duration_s=300.0, cart_items=3, orders=2, revenue=70.0),
+            session("s2", "v2", 11, duration_s=30.0, bounce=True, cart_items=1, pageviews=1),
+            # open: its bounce flag is provisional (one pageview so far)
+            session("s3", "v3", 12, bounce=True, closed=False, pageviews=1),
+            session(
+                "s4", "v1", 13, duration_s=300.0, cart_items=3, orders=2, revenue=70.0, pageviews=5
+            ),
             session("s5", "v4", 14, source="app", orders=5, revenue=999.0),
+            # bots (source app, so the web figures of the other tests stay as they are)
+            session(
+                "s6",
+                "b1",
+                15,
+                source="app",
+                is_bot=True,
+                bounce=True,
+                duration_s=60.0,
+                cart_items=1,
+                orders=1,
+                revenue=1.0,
+                pageviews=1,
+            ),
+            session("s7", "b2", 16, source="app", is_bot=True, bounce=True, closed=False),
         ],
     )
     insert(
@@ -193,15 +213,43 @@ async def test_one_visitor_journey(api):
 
 
 async def test_summary_rates_are_exact(api):
+    # web, bots none: s1 (closed, 120 s, cart, 1 order, 50.0), s2 (closed, 30 s, bounce,
+    # cart left), s3 (open, provisional bounce), s4 (closed, 300 s, cart, 2 orders, 70.0).
     body = await get(api, "/api/v1/metrics/summary", **{"from": FROM, "to": TO, "source": "web"})
-    assert body["sessions"] == 4
-    assert body["conversion_rate"] == 0.5
-    assert body["bounce_rate"] == 0.5
-    assert body["avg_session_duration_s"] == 112.5
+    assert (body["sessions"], body["visitors"], body["converted_sessions"]) == (4, 3, 2)
+    assert body["conversion_rate"] == 0.5  # s1, s4 of the 4 sessions
+    # bounce and duration over the closed sessions s1, s2, s4: s3 may not bounce yet
+    assert body["bounces"] == 1
+    assert body["bounce_rate"] == pytest.approx(1 / 3)
+    assert body["avg_session_duration_s"] == 150.0  # (120 + 30 + 300) / 3
+    assert (body["carts"], body["abandoned_carts"]) == (3, 1)  # s1, s2, s4; s2 left
     assert body["cart_abandonment_rate"] == pytest.approx(1 / 3)
     assert (body["orders"], body["revenue"], body["average_order_value"]) == (3, 120.0, 40.0)
+    assert (body["refunds"], body["pageviews"]) == (0.0, 10)  # 3 + 1 + 1 + 5
     empty = await get(api, "/api/v1/metrics/summary", **{"from": "2020-01-01", "to": "2020-01-02"})
     assert empty["sessions"] == 0 and empty["conversion_rate"] is None
+    assert empty["bounce_rate"] is None and empty["avg_session_duration_s"] is None
+
+
+async def test_summary_leaves_bots_out(api):
+    # all sources: the web sessions above and s5 (app, closed, 0 s, 5 orders, 999.0);
+    # the bots s6 (closed, bounce, 60 s, cart, 1 order) and s7 (open) do not count.
+    body = await get(api, "/api/v1/metrics/summary", **{"from": FROM, "to": TO})
+    assert (body["sessions"], body["visitors"], body["converted_sessions"]) == (5, 4, 3)
+    assert body["conversion_rate"] == pytest.approx(3 / 5)
+    assert body["bounce_rate"] == pytest.approx(1 / 4)  # s2 of s1, s2, s4, s5
+    assert body["avg_session_duration_s"] == 112.5  # (120 + 30 + 300 + 0) / 4
+    assert (body["carts"], body["abandoned_carts"]) == (4, 1)  # s1, s2, s4, s5; s2 left
+    assert (body["orders"], body["revenue"]) == (8, 1119.0)  # 1 + 2 + 5, 50 + 70 + 999
+    assert body["average_order_value"] == pytest.approx(1119.0 / 8)
+
+
+async def test_the_page_summary_is_the_api_summary_and_open_sessions(api):
+    for window in ({"from": FROM, "to": TO, "source": "web"}, {"from": FROM, "to": TO}):
+        figures = await get(api, "/api/v1/metrics/summary", **window)
+        page = await get(api, "/api/v1/page/summary", **window)
+        assert page.pop("active_sessions") == 1  # s3; s7 is a bot's
+        assert page == figures
 
 
 @pytest.mark.parametrize(
