@@ -48,6 +48,9 @@ class Settings:
     session_max_s: int = 86400
     allowed_lateness_s: int = 300
     lapse_days: int = 90
+    # A visitor's state is dropped after this long without an event (event time), so
+    # memory stays bounded; the visitor's last snapshot stays in ClickHouse.
+    state_ttl_days: int = 365
     # Processor state: "memory" or "rocksdb"; "" = rocksdb with an external Kafka,
     # memory with the embedded broker (whose topics vanish on restart: state on disk
     # would outlive the offsets it refers to).
@@ -260,6 +263,7 @@ ENV: dict[str, tuple[str, object]] = {
     "CLICKSTREAM_SESSION_MAX_SECONDS": ("session_max_s", _int(600, 7 * 86400)),
     "CLICKSTREAM_ALLOWED_LATENESS_SECONDS": ("allowed_lateness_s", _int(0, 86400)),
     "CLICKSTREAM_LAPSE_DAYS": ("lapse_days", _int(1, 3650)),
+    "CLICKSTREAM_STATE_TTL_DAYS": ("state_ttl_days", _int(1, 3650)),
     "CLICKSTREAM_STATE_STORE": ("state_store", _state_store),
     "CLICKSTREAM_FAUST_METRICS": ("faust_metrics", _bool),
     "CLICKSTREAM_SINK_BATCH_ROWS": ("sink_batch_rows", _int(1, 1_000_000)),
@@ -296,5 +300,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.session_max_s < settings.session_timeout_s:
         raise SettingsError(
             "CLICKSTREAM_SESSION_MAX_SECONDS must be at least CLICKSTREAM_SESSION_TIMEOUT_SECONDS"
+        )
+    if settings.state_ttl_days < settings.lapse_days:
+        raise SettingsError(
+            "CLICKSTREAM_STATE_TTL_DAYS must be at least CLICKSTREAM_LAPSE_DAYS"
+            " (a customer's state must outlive the wait for lapsing)"
         )
     return settings

@@ -86,6 +86,16 @@ STAGE_TRANSITIONS = Counter(
 )
 TRIGGERS = Counter("clickstream_triggers_total", "Triggers published.", ["trigger"])
 SESSIONS_CLOSED = Counter("clickstream_sessions_closed_total", "Sessions closed.", ["reason"])
+STATES_EXPIRED = Counter(
+    "clickstream_states_expired_total",
+    "Visitor states dropped after CLICKSTREAM_STATE_TTL_DAYS without an event.",
+)
+VISITORS_IN_STATE = Gauge(
+    "clickstream_visitors_in_state",
+    "Visitors the processor holds state for, per partition it owns.",
+    ["partition"],
+    multiprocess_mode="livesum",
+)
 SESSIONS_STARTED = Counter(
     "clickstream_sessions_started_total", "Sessions opened (conversion denominator).", ["source"]
 )

@@ -136,7 +136,10 @@ def encode_state(state: VisitorState) -> bytes:
     row = list(_visitor_row(state))
     row[_I_OFFSETS] = [[p, o] for p, o in state.offsets.items()]
     row[_I_SESSIONS] = [_session_row(s) for s in state.sessions]
-    return orjson.dumps([FORMAT, *row])
+    # Copied to an exact-size object: orjson's result keeps its ~8 KB write buffer
+    # (measured: 8,245 B of RSS per 756-byte value, 885 B once copied), and this value
+    # lives in the visitor table for as long as the visitor does.
+    return bytes(memoryview(orjson.dumps([FORMAT, *row])))
 
 
 def decode_state(b: bytes) -> VisitorState:

@@ -2,11 +2,13 @@
 
 Design choices forced by faust-streaming 0.15.3 and the embedded broker
 (see ../shared/notes/faust-on-tansu.md and the sessions issue):
-- one agent, concurrency 1, `take_events` batches: every record is acked in order, a
-  failing record is dead-lettered inside the engine and never escapes the loop;
-- state is one raw-bytes value per visitor, written once per visitor per batch, after
-  the batch's outputs were acknowledged by Kafka: a crash can repeat an output (same
-  idempotency key, deduplicated downstream) but never lose one;
+- one agent, concurrency 1, `take_events` batches; a failing record is dead-lettered
+  inside the engine and never escapes the loop;
+- per batch, in this order, each step acknowledged by Kafka before the next: outputs,
+  state (one raw-bytes value per visitor, its changelog records sent by us as one
+  batch), offsets (committed by us; Faust's acks are off for the source topics, its
+  commit bookkeeping could commit offsets whose state was still in its send buffer).
+  A crash repeats work, with the same idempotency keys, and never skips any;
 - timeouts travel as tick records on a control topic co-partitioned with the events,
   so sessions close inside stream processing and the close is in the changelog.
 """
@@ -25,6 +27,7 @@ import mode.loop
 from aiokafka.partitioner import murmur2
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.streams import _current_event
+from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 
 from stream import topics
@@ -91,6 +94,7 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
+        acks=False,  # offsets are committed by the agent, after the state they cover
     )
     control = app.topic(control_topic_name, value_serializer="raw", key_serializer="raw")
     visitors = app.Table(
@@ -126,18 +130,19 @@ def create_app(settings: Settings) -> faust.App:
                 lambda visitor: visitors.get(visitor.encode()),
                 lambda partition: windows.get(window_keys[partition]),
             )
-            # Outputs first, acknowledged; then state. A crash in between repeats outputs
-            # with the same idempotency keys instead of losing them.
+            # 1. Outputs, acknowledged. 2. State, acknowledged. 3. Offsets. A crash
+            # between steps repeats work (same idempotency keys, deduplicated
+            # downstream) and never skips any: nothing is committed before its state
+            # is in the changelog.
             if result.outputs:
-                futures = [
-                    await app.producer.send(o.topic, o.key, o.value, None, None, None)
-                    for o in result.outputs
-                ]
-                # Send now rather than after producer_linger: the agent waits for these
-                # acknowledgements, and the linger would idle it on every batch.
-                await app.producer.flush()
-                await asyncio.gather(*futures)
-            _store(result, events, visitors, windows, window_keys)
+                await _send_all(
+                    app.producer, [(o.topic, o.key, o.value, None) for o in result.outputs]
+                )
+            owned = {
+                tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic_name
+            }
+            await _store(app.producer, result, events, owned, visitors, windows, window_keys)
+            await _commit(app.consumer, events)
             if result.last_received_at:
                 PROCESSING_LATENCY.observe(max(0.0, time.time() - result.last_received_at / 1000))
             for partition, clock in engine.clocks.items():
@@ -184,28 +189,84 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def _store(result, events, visitors, windows, window_keys) -> None:
-    """Write the batch's state, partition by partition. The RocksDB store files a write
-    under the partition of Faust's *current event*; inside take_events that is the last
-    event of the batch, so each partition's writes run with one of its own events as the
-    current event (the changelog partition comes from the key either way)."""
+async def _send_all(producer, messages: list[tuple[str, bytes, bytes, int | None]]) -> list:
+    """Send, flush at once (the agent waits for these acknowledgements, and the
+    producer's linger would idle it on every batch) and wait for every ack."""
+    futures = [await producer.send(t, k, v, p, None, None) for t, k, v, p in messages]
+    await producer.flush()
+    return await asyncio.gather(*futures)
+
+
+async def _store(producer, result, events, owned: set[int], visitors, windows, window_keys) -> None:
+    """Write the batch's state: to the local store, and to the changelog as one batch
+    whose acknowledgements we wait for (Faust's own path queues each write in a buffer
+    that its flush may leave non-empty, so an offset commit could precede the state
+    it covers). Partitions revoked meanwhile are skipped: their new owner replays
+    them from the last commit.
+
+    The RocksDB store files a write under the partition of Faust's *current event*;
+    inside take_events that is the last event of the batch, so each partition's
+    writes run with one of its own events as the current event."""
     by_partition: dict[int, object] = {}
     for event in events:
         by_partition[event.message.partition] = event
-    grouped: dict[int, list[tuple[str, bytes]]] = {}
+    grouped: dict[int, list[tuple[bytes, bytes | None]]] = {}
     for visitor, state in result.states.items():
-        grouped.setdefault(result.state_partitions[visitor], []).append((visitor, state))
-    for partition in set(grouped) | set(result.windows):
+        grouped.setdefault(result.state_partitions[visitor], []).append((visitor.encode(), state))
+    for visitor in result.deleted:  # expired: a tombstone in the changelog
+        grouped.setdefault(result.state_partitions[visitor], []).append((visitor.encode(), None))
+    changelog: list[tuple[str, bytes, bytes, int]] = []
+    written: list[tuple[object, int]] = []  # (table, partition) whose offset to persist
+    for partition in (set(grouped) | set(result.windows)) & owned:
         event = by_partition.get(partition)
         token = _current_event.set(weakref.ref(event)) if event is not None else None
         try:
-            for visitor, state in grouped.get(partition, ()):
-                visitors[visitor.encode()] = state
+            for key, state in grouped.get(partition, ()):
+                # The store only; the changelog record follows.
+                if state is None:
+                    visitors.data.pop(key, None)
+                else:
+                    visitors.data[key] = state
+                changelog.append((visitors.changelog_topic.get_topic_name(), key, state, partition))
+            if partition in grouped:
+                written.append((visitors, partition))
             if partition in result.windows:
-                windows[window_keys[partition]] = result.windows[partition]
+                key, value = window_keys[partition], result.windows[partition]
+                windows.data[key] = value
+                changelog.append((windows.changelog_topic.get_topic_name(), key, value, partition))
+                written.append((windows, partition))
         finally:
             if token is not None:
                 _current_event.reset(token)
+    if not changelog:
+        return
+    acked = await _send_all(producer, changelog)
+    # What Faust's changelog callback does: RocksDB remembers how far its changelog
+    # partition is already applied, so recovery reads only what came after.
+    last: dict[tuple[str, int], int] = {}
+    for meta in acked:
+        key = (meta.topic, meta.partition)
+        last[key] = max(last.get(key, -1), meta.offset)
+    for table, partition in written:
+        offset = last.get((table.changelog_topic.get_topic_name(), partition))
+        if offset is not None:
+            table.data.set_persisted_offset(
+                TP(table.changelog_topic.get_topic_name(), partition), offset
+            )
+
+
+async def _commit(consumer, events) -> None:
+    """Commit the next offset of every partition in the batch (the source topics have
+    Faust's acks off, so Faust never commits them itself). A failed commit is not
+    fatal: the next batch's commit covers it, or the partition's next owner replays."""
+    offsets: dict[TP, int] = {}
+    for event in events:
+        message = event.message
+        offsets[TP(message.topic, message.partition)] = message.offset + 1
+    try:
+        await consumer._commit(offsets)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("offset commit failed (will be retried by the next batch): %r", exc)
 
 
 def partition_key(partition: int, partitions: int) -> bytes:

@@ -6,13 +6,14 @@ partition order); the engine decodes each state once, applies every record throu
 visitor per batch). No Faust or Kafka calls here, so the same engine runs in tests
 and benchmarks without a broker.
 
-Per-partition bookkeeping (event-time watermark, which visitors may need a
-timeout) is in memory; after a restart it is rebuilt as events arrive and from a
-scan of the table on the first tick (see `Engine.index_visitor`).
+Per-partition bookkeeping (event-time watermark, and when each visitor needs a look:
+session timeout, lapse, state expiry) is in memory; after a restart it is rebuilt as
+events arrive and from a scan of the table on the first tick (`Engine.index_visitor`).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +30,7 @@ from stream.journey import (
     VisitorState,
     apply,
     decode_state,
+    due,
     encode_state,
     tick,
 )
@@ -44,7 +46,9 @@ from stream.telemetry import (
     SESSIONS_CLOSED,
     SESSIONS_STARTED,
     STAGE_TRANSITIONS,
+    STATES_EXPIRED,
     TRIGGERS,
+    VISITORS_IN_STATE,
 )
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,7 @@ class Output:
 @dataclass(slots=True)
 class BatchResult:
     states: dict[str, bytes] = field(default_factory=dict)  # visitor -> encoded state
+    deleted: set[str] = field(default_factory=set)  # visitors whose state expired
     state_partitions: dict[str, int] = field(default_factory=dict)  # visitor -> partition
     windows: dict[int, bytes] = field(default_factory=dict)  # partition -> encoded metrics
     outputs: list[Output] = field(default_factory=list)
@@ -80,11 +85,38 @@ class BatchResult:
 
 @dataclass(slots=True)
 class PartitionClock:
-    """Event-time watermark of a partition and the visitors that may time out there."""
+    """Event-time watermark of a partition, and when to look at each of its visitors
+    again (a session to time out, a customer to lapse, a state to expire): a heap of
+    (watermark, visitor), so a tick touches only the visitors that are due. `pending`
+    holds each visitor's live entry; heap entries that disagree with it are stale."""
 
     max_ts: int = 0
     last_event_wall: float = 0.0
-    pending: dict[str, int] = field(default_factory=dict)  # visitor -> last event ts
+    pending: dict[str, int] = field(default_factory=dict)  # visitor -> next look
+    queue: list[tuple[int, str]] = field(default_factory=list)
+
+    def watch(self, visitor: str, at: int) -> None:
+        """Look at `visitor` once the watermark reaches `at`, or earlier if already
+        planned (a later look is planned again when the earlier one finds nothing)."""
+        planned = self.pending.get(visitor)
+        if planned is None or at < planned:
+            self.pending[visitor] = at
+            heapq.heappush(self.queue, (at, visitor))
+
+    def replan(self, visitor: str, at: int) -> None:
+        self.pending[visitor] = at
+        heapq.heappush(self.queue, (at, visitor))
+
+    def due(self, watermark: int) -> list[str]:
+        """Pop the visitors whose look is due at `watermark`."""
+        out = []
+        queue, pending = self.queue, self.pending
+        while queue and queue[0][0] <= watermark:
+            at, visitor = heapq.heappop(queue)
+            if pending.get(visitor) == at:
+                del pending[visitor]
+                out.append(visitor)
+        return out
 
 
 class Engine:
@@ -95,6 +127,8 @@ class Engine:
             settings.schemas_dir / "journey" / "stages.json"
         )
         self.lapse_ms = settings.lapse_days * 86_400_000
+        self.ttl_ms = int(settings.state_ttl_days * 86_400_000)
+        self.idle_after = self.rules.timeout_ms + self.rules.lateness_ms
         self.control_topic = settings.topic(topics.CONTROL)
         self.out_topics = {
             "stage_changes": settings.topic(topics.STAGE_CHANGES),
@@ -145,6 +179,8 @@ class Engine:
             state = states[visitor]
             if state is not None:
                 result.states[visitor] = encode_state(state)
+            else:
+                result.deleted.add(visitor)
         self._close_windows(watermarks, result)
         return result
 
@@ -211,34 +247,32 @@ class Engine:
         clock = self.clocks.setdefault(record.partition, PartitionClock())
         clock.max_ts = max(clock.max_ts, int(event["ts"]))
         clock.last_event_wall = time.monotonic()
-        clock.pending[visitor] = max(clock.pending.get(visitor, 0), int(event["ts"]))
+        clock.watch(visitor, int(event["ts"]) + self.idle_after)
 
     def _on_tick(self, record, state_of, states, dirty, result: BatchResult) -> None:
         message = orjson.loads(record.value)
         watermark = int(message["watermark"])
         self._accumulator(record.partition)  # the tick may complete metric windows
         clock = self.clocks.setdefault(record.partition, PartitionClock())
-        idle_after = self.rules.timeout_ms + self.rules.lateness_ms
-        for visitor, last_ts in list(clock.pending.items()):
-            if watermark - last_ts <= idle_after:
-                continue
+        for visitor in clock.due(watermark):
             state = state_of(visitor)
             if state is None:
-                del clock.pending[visitor]
                 continue
             outcome = tick(state, watermark, self.rules, self.machine, self.lapse_ms)
             if outcome.state is not None:
-                states[visitor] = outcome.state
+                state = states[visitor] = outcome.state
                 dirty.add(visitor)
                 result.state_partitions[visitor] = record.partition
             self._emit(outcome, visitor, result, record.partition)
-            if not _needs_watch(outcome.state or state):
-                del clock.pending[visitor]
-            else:
-                # Watch again at the lapse horizon: a purchaser lapses after lapse_days.
-                clock.pending[visitor] = (
-                    last_ts if watermark - last_ts < self.lapse_ms else watermark
-                )
+            if not state.sessions and watermark - state.last_seen >= self.ttl_ms:
+                # Idle for the state TTL: forget the visitor (its last snapshot stays in
+                # ClickHouse). Deleted inside stream processing, so it is in the changelog.
+                states[visitor] = None
+                dirty.add(visitor)
+                result.state_partitions[visitor] = record.partition
+                STATES_EXPIRED.inc()
+                continue
+            clock.replan(visitor, max(watermark + 1, self._next_look(state)))
         return watermark
 
     def _observe(self, partition: int, event: dict, before: Any, outcome: Outcome) -> None:
@@ -301,12 +335,18 @@ class Engine:
         result.outputs.append(Output(self.out_topics["invalid"], key, orjson.dumps(invalid)))
 
     # --- ticks --------------------------------------------------------------
+    def _next_look(self, state: VisitorState) -> int:
+        """The watermark at which this visitor has work: a session to close, a lapse,
+        or its state's expiry."""
+        at = due(state, self.rules, self.machine, self.lapse_ms)
+        expiry = state.last_seen + self.ttl_ms
+        return expiry if at is None else min(at, expiry)
+
     def index_visitor(self, partition: int, visitor: str, raw: bytes) -> None:
-        """Re-register a recovered visitor that may need a timeout or a lapse."""
+        """Re-register a recovered visitor: it needs a look at its next timeout, lapse
+        or expiry."""
         state = decode_state(raw)
-        if _needs_watch(state):
-            clock = self.clocks.setdefault(partition, PartitionClock())
-            clock.pending.setdefault(visitor, _last_ts(state))
+        self.clocks.setdefault(partition, PartitionClock()).watch(visitor, self._next_look(state))
 
     def ticks(self, partitions: Iterable[int], idle_seconds: float) -> list[tuple[int, bytes]]:
         """Tick records to send to the control topic, one per partition that has watch-list
@@ -318,6 +358,7 @@ class Engine:
         out = []
         for partition in partitions:
             clock = self.clocks.get(partition)
+            VISITORS_IN_STATE.labels(str(partition)).set(len(clock.pending) if clock else 0)
             if clock is None or not clock.pending:
                 continue
             watermark = clock.max_ts
@@ -325,12 +366,3 @@ class Engine:
                 watermark = max(watermark, now_ms - self.rules.lateness_ms)
             out.append((partition, orjson.dumps({"type": "tick", "watermark": watermark})))
         return out
-
-
-def _needs_watch(state: VisitorState) -> bool:
-    """Open session (to time out) or a purchaser (to lapse)."""
-    return bool(state.sessions) or state.orders > 0
-
-
-def _last_ts(state: VisitorState) -> int:
-    return state.last_seen

@@ -140,17 +140,6 @@ def wait_count(cluster: Cluster, query: str, predicate, timeout: float, stall: f
     raise AssertionError(f"{query} stuck at {value}\n{cluster.logs()}")
 
 
-# Known open bug (issue 4): in about one run in four, the restarted worker resumes a
-# partition some hundred offsets past where the killed one stopped, so those events
-# are never applied (their transitions are missing; later ones of the same visitors
-# differ). Neither worker sees an offset jump in its own stream (the engine logs
-# any: clickstream_offset_gaps_total), so the position is lost between the killed
-# worker's commits and the new worker's seek to committed offsets (Faust's commit
-# bookkeeping, or the embedded broker's offset storage). Until it is found, the
-# test runs on every `make test`, reports XPASS when it holds, and does not fail CI.
-@pytest.mark.xfail(
-    strict=False, reason="resume position after SIGKILL can skip a range of offsets (open bug)"
-)
 @pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_sigkill_mid_stream_loses_and_doubles_nothing(tmp_path, store):
     now_ms = int(time.time() * 1000)
