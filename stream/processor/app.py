@@ -34,6 +34,7 @@ from stream import topics
 from stream.config import Settings
 from stream.processor import faust_patches
 from stream.processor.engine import Engine, Record
+from stream.processor.positions import Positions, batch_offsets
 from stream.telemetry import EVENT_TIME_LAG, PROCESSING_LATENCY, render
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,17 @@ def create_app(settings: Settings) -> faust.App:
     )
     window_keys = [partition_key(p, settings.partitions) for p in range(settings.partitions)]
     indexed: set[int] = set()
+    # Faust's last reading of the group's commits (refreshed at every rebalance).
+    positions = Positions(lambda tp: app.consumer._committed_offset.get(tp))
 
     @app.agent(source, concurrency=1)
     async def process(stream):
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            events, seeks = positions.admit(batch)
+            for tp, offset in seeks.items():
+                await app.consumer.seek(tp, offset)
+            if not events:
+                continue
             records = [
                 Record(
                     e.message.topic, e.message.partition, e.message.offset, e.message.key, e.value
@@ -142,7 +150,7 @@ def create_app(settings: Settings) -> faust.App:
                 tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic_name
             }
             await _store(app.producer, result, events, owned, visitors, windows, window_keys)
-            await _commit(app.consumer, events)
+            await _commit(app.consumer, batch_offsets(events))
             if result.last_received_at:
                 PROCESSING_LATENCY.observe(max(0.0, time.time() - result.last_received_at / 1000))
             for partition, clock in engine.clocks.items():
@@ -255,14 +263,10 @@ async def _store(producer, result, events, owned: set[int], visitors, windows, w
             )
 
 
-async def _commit(consumer, events) -> None:
+async def _commit(consumer, offsets: dict) -> None:
     """Commit the next offset of every partition in the batch (the source topics have
     Faust's acks off, so Faust never commits them itself). A failed commit is not
     fatal: the next batch's commit covers it, or the partition's next owner replays."""
-    offsets: dict[TP, int] = {}
-    for event in events:
-        message = event.message
-        offsets[TP(message.topic, message.partition)] = message.offset + 1
     try:
         await consumer._commit(offsets)
     except Exception as exc:  # noqa: BLE001

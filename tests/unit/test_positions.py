@@ -1,0 +1,64 @@
+"""The agent applies exactly the next record of each partition, or seeks back to it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from stream.processor.positions import GIVE_UP_SECONDS, Positions, batch_offsets
+
+pytestmark = pytest.mark.unit
+
+TP0 = ("clickstream.events", 0)
+TP1 = ("clickstream.events", 1)
+
+
+def ev(tp, offset):
+    return SimpleNamespace(message=SimpleNamespace(tp=tp, offset=offset))
+
+
+def offsets(events):
+    return [(e.message.tp[1], e.message.offset) for e in events]
+
+
+def test_contiguous_records_pass_and_the_first_is_taken_as_is() -> None:
+    p = Positions()
+    keep, seeks = p.admit([ev(TP0, 7), ev(TP0, 8), ev(TP1, 0)])
+    assert offsets(keep) == [(0, 7), (0, 8), (1, 0)] and seeks == {}
+    assert batch_offsets(keep) == {TP0: 9, TP1: 1}
+
+
+def test_a_jump_drops_the_rest_of_the_partition_and_seeks_back_once() -> None:
+    p = Positions()
+    p.admit([ev(TP0, 0), ev(TP0, 1)], now=0)
+    keep, seeks = p.admit([ev(TP0, 150), ev(TP1, 0), ev(TP0, 151)], now=1)
+    assert offsets(keep) == [(1, 0)] and seeks == {TP0: 2}
+    keep, seeks = p.admit([ev(TP0, 152)], now=2)  # still buffered before the seek
+    assert keep == [] and seeks == {}
+    keep, seeks = p.admit([ev(TP0, 2), ev(TP0, 3)], now=3)
+    assert offsets(keep) == [(0, 2), (0, 3)] and seeks == {}
+
+
+def test_re_reads_are_skipped() -> None:
+    p = Positions()
+    p.admit([ev(TP0, 0), ev(TP0, 1), ev(TP0, 2)])
+    keep, _ = p.admit([ev(TP0, 1), ev(TP0, 2), ev(TP0, 3)])
+    assert offsets(keep) == [(0, 3)]
+
+
+def test_a_jump_to_the_group_commit_is_no_gap() -> None:
+    committed = {TP0: 500}
+    p = Positions(committed.get)
+    p.admit([ev(TP0, 0)])
+    keep, seeks = p.admit([ev(TP0, 500)])  # another worker applied 1..499 and committed
+    assert offsets(keep) == [(0, 500)] and seeks == {}
+
+
+def test_a_seek_that_never_brings_the_offset_back_gives_up() -> None:
+    p = Positions()
+    p.admit([ev(TP0, 0)], now=0)
+    assert p.admit([ev(TP0, 10)], now=1)[1] == {TP0: 1}
+    assert p.admit([ev(TP0, 10)], now=2) == ([], {})
+    keep, seeks = p.admit([ev(TP0, 10)], now=2 + GIVE_UP_SECONDS)
+    assert offsets(keep) == [(0, 10)] and seeks == {}
