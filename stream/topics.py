@@ -15,13 +15,27 @@ SESSIONS = "journey.sessions"  # session summaries (updates and close)
 TRIGGERS = "journey.triggers"  # cart abandoned, first purchase, ...
 VISITORS = "journey.visitors"  # visitor snapshots for clickstream.visitors
 METRICS = "journey.metrics"  # completed 1-minute metric windows
+IDENTITIES = "clickstream.identities"  # identified visitors' states, keyed by user id
+CUSTOMERS = "journey.customers"  # one person across devices, keyed by user id
 
 PROCESSOR_APP_ID = "clickstream-processor"
 SINK_GROUP = "clickstream-sink"
 
-ALL = (EVENTS, INVALID, CONTROL, STAGE_CHANGES, SESSIONS, TRIGGERS, VISITORS, METRICS)
-# Faust table changelogs: "<app id>-<table name>-changelog", co-partitioned with EVENTS.
-TABLES = ("visitors", "windows")
+ALL = (
+    EVENTS,
+    INVALID,
+    CONTROL,
+    STAGE_CHANGES,
+    SESSIONS,
+    TRIGGERS,
+    VISITORS,
+    METRICS,
+    IDENTITIES,
+    CUSTOMERS,
+)
+# Faust table changelogs: "<app id>-<table name>-changelog"; visitors and windows are
+# co-partitioned with EVENTS, people with IDENTITIES.
+TABLES = ("visitors", "windows", "people")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
+from typing import Any
 
 import orjson
 
@@ -143,7 +144,11 @@ def encode_state(state: VisitorState) -> bytes:
 
 
 def decode_state(b: bytes) -> VisitorState:
-    data = orjson.loads(b)
+    return state_from_data(orjson.loads(b))
+
+
+def state_from_data(data: Any) -> VisitorState:
+    """A state from its decoded JSON value (for states nested in other records)."""
     if not isinstance(data, list) or not data or data[0] != FORMAT:
         raise ValueError(f"not a visitor state of format {FORMAT}")
     row = data[1:]

@@ -115,42 +115,64 @@ def create_app(settings: Settings) -> faust.App:
         use_partitioner=True,
     )
     window_keys = [partition_key(p, settings.partitions) for p in range(settings.partitions)]
+    identities_topic_name = settings.topic(topics.IDENTITIES)
+    identities = app.topic(
+        identities_topic_name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        acks=False,
+    )
+    people = app.Table(
+        "people",
+        default=None,
+        key_type=bytes,  # user id, raw: hashes to the identities partition
+        value_type=bytes,
+        partitions=settings.partitions,
+        use_partitioner=True,
+    )
     indexed: set[int] = set()
     # Faust's last reading of the group's commits (refreshed at every rebalance).
     positions = Positions(lambda tp: app.consumer._committed_offset.get(tp))
 
-    @app.agent(source, concurrency=1)
-    async def process(stream):
+    def owned(topic: str) -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+
+    async def finish(result, events, source_topic: str, states, windows_table=None) -> None:
+        """1. Outputs, acknowledged. 2. State, acknowledged. 3. Offsets. A crash
+        between steps repeats work (same idempotency keys, deduplicated downstream)
+        and never skips any: nothing is committed before its state is in the changelog."""
+        if result.outputs:
+            await _send_all(app.producer, [(o.topic, o.key, o.value, None) for o in result.outputs])
+        mine = owned(source_topic)
+        await _store(app.producer, result, events, mine, states, windows_table, window_keys)
+        await _commit(app.consumer, batch_offsets(events))
+
+    async def batches(stream):
+        """take_events batches, cut to exactly the next offsets of each partition."""
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
             events, seeks = positions.admit(batch)
             for tp, offset in seeks.items():
                 await app.consumer.seek(tp, offset)
-            if not events:
-                continue
-            records = [
-                Record(
-                    e.message.topic, e.message.partition, e.message.offset, e.message.key, e.value
-                )
-                for e in events
-            ]
+            if events:
+                records = [
+                    Record(m.topic, m.partition, m.offset, m.key, e.value)
+                    for e in events
+                    for m in (e.message,)
+                ]
+                yield events, records
+
+    @app.agent(source, concurrency=1)
+    async def process(stream):
+        async for events, records in batches(stream):
             result = engine.run(
                 records,
                 lambda visitor: visitors.get(visitor.encode()),
                 lambda partition: windows.get(window_keys[partition]),
             )
-            # 1. Outputs, acknowledged. 2. State, acknowledged. 3. Offsets. A crash
-            # between steps repeats work (same idempotency keys, deduplicated
-            # downstream) and never skips any: nothing is committed before its state
-            # is in the changelog.
-            if result.outputs:
-                await _send_all(
-                    app.producer, [(o.topic, o.key, o.value, None) for o in result.outputs]
-                )
-            owned = {
-                tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic_name
-            }
-            await _store(app.producer, result, events, owned, visitors, windows, window_keys)
-            await _commit(app.consumer, batch_offsets(events))
+            await finish(result, events, events_topic_name, visitors, windows)
             if result.last_received_at:
                 PROCESSING_LATENCY.observe(max(0.0, time.time() - result.last_received_at / 1000))
             for partition, clock in engine.clocks.items():
@@ -158,6 +180,12 @@ def create_app(settings: Settings) -> faust.App:
                     EVENT_TIME_LAG.labels(str(partition)).set(
                         max(0.0, time.time() - clock.max_ts / 1000)
                     )
+
+    @app.agent(identities, concurrency=1)
+    async def link_people(stream):
+        async for events, records in batches(stream):
+            result = engine.link(records, lambda user: people.get(user.encode()))
+            await finish(result, events, identities_topic_name, people)
 
     @app.timer(TICK_SECONDS)
     async def send_ticks():
@@ -205,7 +233,7 @@ async def _send_all(producer, messages: list[tuple[str, bytes, bytes, int | None
     return await asyncio.gather(*futures)
 
 
-async def _store(producer, result, events, owned: set[int], visitors, windows, window_keys) -> None:
+async def _store(producer, result, events, owned: set[int], states, windows, window_keys) -> None:
     """Write the batch's state: to the local store, and to the changelog as one batch
     whose acknowledgements we wait for (Faust's own path queues each write in a buffer
     that its flush may leave non-empty, so an offset commit could precede the state
@@ -219,26 +247,27 @@ async def _store(producer, result, events, owned: set[int], visitors, windows, w
     for event in events:
         by_partition[event.message.partition] = event
     grouped: dict[int, list[tuple[bytes, bytes | None]]] = {}
-    for visitor, state in result.states.items():
-        grouped.setdefault(result.state_partitions[visitor], []).append((visitor.encode(), state))
-    for visitor in result.deleted:  # expired: a tombstone in the changelog
-        grouped.setdefault(result.state_partitions[visitor], []).append((visitor.encode(), None))
+    for key, state in result.states.items():
+        grouped.setdefault(result.state_partitions[key], []).append((key.encode(), state))
+    for key in result.deleted:  # expired: a tombstone in the changelog
+        grouped.setdefault(result.state_partitions[key], []).append((key.encode(), None))
     changelog: list[tuple[str, bytes, bytes, int]] = []
     written: list[tuple[object, int]] = []  # (table, partition) whose offset to persist
-    for partition in (set(grouped) | set(result.windows)) & owned:
+    window_partitions = set(result.windows) if windows is not None else set()
+    for partition in (set(grouped) | window_partitions) & owned:
         event = by_partition.get(partition)
         token = _current_event.set(weakref.ref(event)) if event is not None else None
         try:
             for key, state in grouped.get(partition, ()):
                 # The store only; the changelog record follows.
                 if state is None:
-                    visitors.data.pop(key, None)
+                    states.data.pop(key, None)
                 else:
-                    visitors.data[key] = state
-                changelog.append((visitors.changelog_topic.get_topic_name(), key, state, partition))
+                    states.data[key] = state
+                changelog.append((states.changelog_topic.get_topic_name(), key, state, partition))
             if partition in grouped:
-                written.append((visitors, partition))
-            if partition in result.windows:
+                written.append((states, partition))
+            if windows is not None and partition in result.windows:
                 key, value = window_keys[partition], result.windows[partition]
                 windows.data[key] = value
                 changelog.append((windows.changelog_topic.get_topic_name(), key, value, partition))

@@ -34,6 +34,7 @@ from stream.journey import (
     encode_state,
     tick,
 )
+from stream.journey.people import Person, decode_person, encode_person, link
 from stream.metrics import WindowAccumulator, metric_row_key, settle_ms
 from stream.records import InvalidRecord
 from stream.sessionize.rules import SessionRules
@@ -136,6 +137,8 @@ class Engine:
             "triggers": settings.topic(topics.TRIGGERS),
             "visitors": settings.topic(topics.VISITORS),
             "metrics": settings.topic(topics.METRICS),
+            "identities": settings.topic(topics.IDENTITIES),
+            "customers": settings.topic(topics.CUSTOMERS),
             "invalid": settings.topic(topics.INVALID),
         }
         self.clocks: dict[int, PartitionClock] = {}
@@ -182,6 +185,34 @@ class Engine:
             else:
                 result.deleted.add(visitor)
         self._close_windows(watermarks, result)
+        return result
+
+    def link(self, records: Iterable[Record], load: Callable[[str], bytes | None]) -> BatchResult:
+        """A batch of identified visitors' states (from the identities topic): each folded
+        into its person, the changed customer records out, one state per person."""
+        result = BatchResult()
+        people: dict[str, Person | None] = {}
+        for record in records:
+            self._check_contiguous(record)
+            try:
+                device = decode_state(record.value)
+                user = device.user_id
+                if user not in people:
+                    raw = load(user)
+                    people[user] = decode_person(raw) if raw else None
+                person, customer = link(people[user], device, self.machine)
+                people[user] = person
+                if customer is not None:
+                    result.states[user] = b""  # encoded below, once per person
+                    result.state_partitions[user] = record.partition
+                    out = Output(
+                        self.out_topics["customers"], user.encode(), orjson.dumps(customer)
+                    )
+                    result.outputs.append(out)
+            except Exception as exc:  # noqa: BLE001 - one bad record never stops the partition
+                self._dead_letter(record, exc, result)
+        for user in result.states:
+            result.states[user] = encode_person(people[user])
         return result
 
     def _check_contiguous(self, record: Record) -> None:
@@ -319,6 +350,11 @@ class Engine:
             result.outputs.append(Output(out["triggers"], key, orjson.dumps(trigger)))
         if outcome.visitor is not None:
             result.outputs.append(Output(out["visitors"], key, orjson.dumps(outcome.visitor)))
+            user = outcome.visitor["user_id"]
+            if user and outcome.state is not None:  # to the person, across devices
+                result.outputs.append(
+                    Output(out["identities"], user.encode(), encode_state(outcome.state))
+                )
 
     def _dead_letter(self, record: Record, exc: Exception, result: BatchResult) -> None:
         reason = f"processor: {type(exc).__name__}: {exc}"[:500]

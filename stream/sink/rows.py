@@ -579,6 +579,30 @@ VISITORS = journey_table(
     fallbacks={"last_seen": "first_seen"},
 )
 
+CUSTOMERS = journey_table(
+    "customers",
+    (
+        ("user_id", text),
+        ("visitor_ids", strings),
+        ("devices", integer),
+        ("first_seen", millis),
+        ("last_seen", millis),
+        ("sessions", integer),
+        ("orders", integer),
+        ("revenue", number),
+        ("lifetime_value", number),
+        ("stage", text),
+        ("first_utm_source", text),
+        ("first_utm_medium", text),
+        ("first_utm_campaign", text),
+        ("first_referrer", text),
+        ("first_landing_page", text),
+        ("version", integer),
+    ),
+    required=("user_id", "first_seen"),
+    fallbacks={"last_seen": "first_seen"},
+)
+
 METRIC_FIGURES = (
     "visitors", "new_visitors", "returning_visitors", "sessions", "bounces", "pageviews",
     "engaged_seconds", "sessions_awareness", "sessions_consideration", "sessions_decision",
@@ -610,6 +634,7 @@ TABLES = (
     STAGE_TRANSITIONS,
     TRIGGERS,
     VISITORS,
+    CUSTOMERS,
     JOURNEY_METRICS_1M,
 )
 
@@ -621,6 +646,7 @@ ROUTES: dict[str, Table] = {
     topics.STAGE_CHANGES: STAGE_TRANSITIONS,
     topics.TRIGGERS: TRIGGERS,
     topics.VISITORS: VISITORS,
+    topics.CUSTOMERS: CUSTOMERS,
     topics.METRICS: JOURNEY_METRICS_1M,
 }
 

@@ -132,3 +132,34 @@ def test_journeys_reach_clickhouse_with_triggers_and_metrics(pipeline):
         f"WHERE visitor_id IN ('{buyer}', '{abandoner}', '{bouncer}')"
     )
     assert dupes == [[0]]
+
+
+def test_two_devices_of_one_user_merge_into_one_customer(pipeline):
+    """A laptop buys first (with a campaign), a phone buys a day later; both identify as
+    the same user, on whatever partitions their visitor ids hash to: one customer row,
+    earliest first touch, counts added, the repeat order's stage."""
+    start = int(time.time() * 1000) - 30 * HOUR_MS
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    laptop, phone = (f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("laptop", "phone"))
+    batch = journey(laptop, start, ["page", "Product Viewed", "Order Completed"])
+    batch += journey(phone, start + 24 * HOUR_MS, ["page", "Order Completed"])
+    for call in batch:
+        call["userId"] = user
+        if call["anonymousId"] == phone:  # the phone came without a campaign
+            call["context"]["page"]["url"] = "https://shop.example/"
+    status, answer = pipeline.post("/v1/batch", {"batch": batch})
+    assert status == 200 and answer["accepted"] == len(batch), answer
+
+    pipeline.wait_for(
+        "SELECT user_id, devices, arraySort(visitor_ids), orders, revenue, sessions, "
+        "first_utm_source, toUnixTimestamp64Milli(first_seen) "
+        f"FROM clickstream.customers FINAL WHERE user_id = '{user}'",
+        [[user, 2, sorted([laptop, phone]), 2, 50.0, 2, "news", start]],
+        timeout=40,
+    )
+    # Each device keeps its own visitor row: the merge is the customer's.
+    pipeline.wait_for(
+        "SELECT visitor_id, orders FROM clickstream.visitors FINAL "
+        f"WHERE user_id = '{user}' ORDER BY visitor_id",
+        sorted([[laptop, 1], [phone, 1]]),
+    )

@@ -11,7 +11,13 @@ from stream.sink import migrate, rows
 
 pytestmark = pytest.mark.integration
 
-LABELS = ["0001_events", "0002_invalid_events", "0003_journey", "0004_journey_metrics"]
+LABELS = [
+    "0001_events",
+    "0002_invalid_events",
+    "0003_journey",
+    "0004_journey_metrics",
+    "0005_customers",
+]
 TABLES = {
     "events",
     "invalid_events",
@@ -19,6 +25,7 @@ TABLES = {
     "stage_transitions",
     "triggers",
     "visitors",
+    "customers",
     "journey_metrics_1m",
     "journey_metrics_1h",
     "funnel_daily",
@@ -47,10 +54,11 @@ def test_fresh_apply_creates_everything_and_a_rerun_is_a_no_op(isolated_settings
         (2, True, False),
         (3, True, False),
         (4, True, False),
+        (5, True, False),
     ]
-    assert log_rows(ch_client, db) == 4
+    assert log_rows(ch_client, db) == len(LABELS)
     assert migrate.apply(ch_client, settings) == []
-    assert log_rows(ch_client, db) == 4
+    assert log_rows(ch_client, db) == len(LABELS)
 
 
 def test_up_down_up(isolated_settings, ch_client):
@@ -62,9 +70,9 @@ def test_up_down_up(isolated_settings, ch_client):
     assert not any(s.applied for s in migrate.status(ch_client, settings))
     assert migrate.apply(ch_client, settings) == LABELS
     assert tables(ch_client, db) == TABLES
-    assert migrate.rollback(ch_client, settings, 2) == ["0004_journey_metrics", "0003_journey"]
+    assert migrate.rollback(ch_client, settings, 2) == LABELS[:1:-1]
     assert tables(ch_client, db) == {"events", "invalid_events", "schema_migrations"}
-    assert migrate.apply(ch_client, settings) == ["0003_journey", "0004_journey_metrics"]
+    assert migrate.apply(ch_client, settings) == LABELS[2:]
 
 
 def test_upgrade_from_the_previous_version_keeps_the_data(isolated_settings, ch_client):
@@ -77,7 +85,7 @@ def test_upgrade_from_the_previous_version_keeps_the_data(isolated_settings, ch_
         [["m1", 1_767_225_600_000, "web"]],
         column_names=["message_id", "ts", "source"],
     )
-    assert migrate.apply(ch_client, settings) == ["0004_journey_metrics"]
+    assert migrate.apply(ch_client, settings) == LABELS[3:]
     assert tables(ch_client, db) == TABLES
     assert ch_client.query(f"SELECT message_id FROM {db}.events").result_rows == [("m1",)]
 
@@ -106,7 +114,13 @@ def test_a_changed_migration_file_shows_as_modified(isolated_settings, ch_client
     migrate.apply(ch_client, settings)
     path = tmp_path / "clickhouse" / "0004_journey_metrics.up.sql"
     path.write_text(path.read_text() + "\n-- an edit after it was applied\n")
-    assert [s.modified for s in migrate.status(ch_client, settings)] == [False, False, False, True]
+    assert [s.modified for s in migrate.status(ch_client, settings)] == [
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
     assert migrate.apply(ch_client, settings) == []
 
 

@@ -21,6 +21,7 @@ def test_every_version_has_up_and_down_in_order():
         "0002_invalid_events",
         "0003_journey",
         "0004_journey_metrics",
+        "0005_customers",
     ]
 
 

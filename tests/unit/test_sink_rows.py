@@ -237,10 +237,12 @@ def test_a_rejected_row_keeps_source_and_message_id():
     assert values["reasons"] == ["events: rejected by ClickHouse"]
 
 
-def test_every_topic_but_control_has_a_table():
+def test_every_topic_but_the_processors_own_has_a_table():
     settings = config.load({"CLICKSTREAM_TOPIC_PREFIX": "dev."})
     routes = rows.routes(settings)
-    assert set(routes) == {f"dev.{t}" for t in topics.ALL if t != topics.CONTROL}
+    internal = {topics.CONTROL, topics.IDENTITIES}
+    assert set(routes) == {f"dev.{t}" for t in topics.ALL if t not in internal}
+    assert routes["dev.journey.customers"] is rows.CUSTOMERS
     assert routes["dev.journey.metrics"] is rows.JOURNEY_METRICS_1M
 
 
