@@ -154,8 +154,8 @@ def create_app(settings: Settings) -> faust.App:
         """take_events batches, cut to exactly the next offsets of each partition."""
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
             events, seeks = positions.admit(batch)
-            for tp, offset in seeks.items():
-                await app.consumer.seek(tp, offset)
+            if seeks:  # in the consumer's thread: aiokafka's seek is not thread-safe
+                await app.consumer.seek_wait(seeks)
             if events:
                 records = [
                     Record(m.topic, m.partition, m.offset, m.key, e.value)
@@ -196,7 +196,18 @@ def create_app(settings: Settings) -> faust.App:
             _index_recovered(engine, visitors, settings.partitions, assigned, indexed)
         except Exception:  # a timer that raises would crash the whole worker
             log.exception("could not index recovered visitors")
-        for partition, value in engine.ticks(assigned, IDLE_SECONDS):
+
+        def caught_up(partition: int) -> bool:
+            """Nothing left to read: the next offset to apply is the log end (the
+            highwater from fetches; unknown until a fetch came back, so not yet)."""
+            tp = TP(events_topic_name, partition)
+            end = app.consumer.highwater(tp)
+            position = positions.next.get(tp)
+            if position is None:
+                position = app.consumer._committed_offset.get(tp)
+            return end is not None and position is not None and position >= end
+
+        for partition, value in engine.ticks(assigned, IDLE_SECONDS, caught_up):
             await control.send(key=b"tick", value=value, partition=partition)
 
     @app.page("/metrics")
@@ -210,6 +221,27 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_rebalance_complete.connect
     async def _on_rebalanced(sender, **kwargs):
         ready["rebalanced"] = True
+        log.info(
+            "rebalance complete: generation %s, partitions %s, paused %s",
+            app.consumer_generation_id,
+            _tps(app.consumer.assignment()),
+            _tps(app.consumer._thread._ensure_consumer().paused()),
+        )
+
+    @app.timer(5.0)
+    async def _debug_positions():
+        if os.environ.get("CLICKSTREAM_DEBUG_POSITIONS"):
+            c = app.consumer
+            log.info(
+                "positions %s seeking %s paused %s faust active %s paused %s buffered %s read %s",
+                {f"{tp.topic}[{tp.partition}]": o for tp, o in positions.next.items()},
+                positions.seeking,
+                _tps(c._thread._ensure_consumer().paused()),
+                _tps(c._active_partitions or ()),
+                _tps(c._paused_partitions),
+                _tps(c._buffered_partitions),
+                {f"{tp.topic}[{tp.partition}]": o for tp, o in c._read_offset.items()},
+            )
 
     @app.page("/healthz")
     async def healthz(web, request):
@@ -300,6 +332,10 @@ async def _commit(consumer, offsets: dict) -> None:
         await consumer._commit(offsets)
     except Exception as exc:  # noqa: BLE001
         log.warning("offset commit failed (will be retried by the next batch): %r", exc)
+
+
+def _tps(tps) -> str:
+    return ",".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in tps))
 
 
 def partition_key(partition: int, partitions: int) -> bytes:

@@ -384,11 +384,17 @@ class Engine:
         state = decode_state(raw)
         self.clocks.setdefault(partition, PartitionClock()).watch(visitor, self._next_look(state))
 
-    def ticks(self, partitions: Iterable[int], idle_seconds: float) -> list[tuple[int, bytes]]:
+    def ticks(
+        self,
+        partitions: Iterable[int],
+        idle_seconds: float,
+        caught_up: Callable[[int], bool] = lambda partition: True,
+    ) -> list[tuple[int, bytes]]:
         """Tick records to send to the control topic, one per partition that has watch-list
-        entries. Event time drives the watermark; only a partition that has been idle for
-        `idle_seconds` (caught up, nothing arriving) lets the wall clock move it on, so a
-        replay of old events is never cut into sessions by the wall clock."""
+        entries. Event time drives the watermark; only a partition that is caught up (the
+        shell knows: nothing left to read) and has had no event for `idle_seconds` lets
+        the wall clock move it on, so a replay or a backlog of old events is never cut
+        into sessions by the wall clock."""
         now_wall = time.monotonic()
         now_ms = int(time.time() * 1000)
         out = []
@@ -398,7 +404,7 @@ class Engine:
             if clock is None or not clock.pending:
                 continue
             watermark = clock.max_ts
-            if now_wall - clock.last_event_wall >= idle_seconds:
+            if now_wall - clock.last_event_wall >= idle_seconds and caught_up(partition):
                 watermark = max(watermark, now_ms - self.rules.lateness_ms)
             out.append((partition, orjson.dumps({"type": "tick", "watermark": watermark})))
         return out
