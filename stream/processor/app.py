@@ -34,7 +34,7 @@ from stream import topics
 from stream.config import Settings
 from stream.processor import faust_patches
 from stream.processor.engine import Engine, Record
-from stream.processor.positions import Positions, batch_offsets
+from stream.processor.positions import RESEEK_SECONDS, Positions, batch_offsets
 from stream.telemetry import EVENT_TIME_LAG, PROCESSING_LATENCY, render
 
 log = logging.getLogger(__name__)
@@ -154,8 +154,8 @@ def create_app(settings: Settings) -> faust.App:
         """take_events batches, cut to exactly the next offsets of each partition."""
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
             events, seeks = positions.admit(batch)
-            if seeks:  # in the consumer's thread: aiokafka's seek is not thread-safe
-                await app.consumer.seek_wait(seeks)
+            if seeks:
+                await _seek(app.consumer, seeks)
             if events:
                 records = [
                     Record(m.topic, m.partition, m.offset, m.key, e.value)
@@ -186,6 +186,15 @@ def create_app(settings: Settings) -> faust.App:
         async for events, records in batches(stream):
             result = engine.link(records, lambda user: people.get(user.encode()))
             await finish(result, events, identities_topic_name, people)
+
+    @app.timer(RESEEK_SECONDS)
+    async def reseek():
+        seeks = positions.reseeks()
+        if seeks:
+            log.warning(
+                "seeking again: %s", {f"{t.topic}[{t.partition}]": o for t, o in seeks.items()}
+            )
+            await _seek(app.consumer, seeks)
 
     @app.timer(TICK_SECONDS)
     async def send_ticks():
@@ -322,6 +331,14 @@ async def _store(producer, result, events, owned: set[int], states, windows, win
             table.data.set_persisted_offset(
                 TP(table.changelog_topic.get_topic_name(), partition), offset
             )
+
+
+async def _seek(consumer, seeks: dict) -> None:
+    """Seek in the consumer's thread (aiokafka's seek is not thread-safe), and lower
+    Faust's read offset, below which its fetcher drops records."""
+    await consumer.seek_wait(seeks)
+    for tp, offset in seeks.items():
+        consumer._read_offset[tp] = offset or None
 
 
 async def _commit(consumer, offsets: dict) -> None:

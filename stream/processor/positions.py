@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 GIVE_UP_SECONDS = 30.0  # a seek that never brings the expected offset (retention deleted it)
+RESEEK_SECONDS = 1.0  # a seek can be undone by records Faust had already fetched
 
 
 class Positions:
@@ -33,6 +34,7 @@ class Positions:
         self.committed = committed  # tp -> the group's committed offset, as last read
         self.next: dict[Any, int] = {}
         self.seeking: dict[Any, tuple[int, float]] = {}  # tp -> (offset, since)
+        self.sought: dict[Any, float] = {}  # tp -> when the last seek was issued
 
     def admit(self, events: Iterable[Any], now: float | None = None) -> tuple[list, dict]:
         """The events to apply, in order, and the seeks to issue ({tp: offset})."""
@@ -52,12 +54,27 @@ class Positions:
                 if offset > expected and not self._give_up(tp, expected, offset, now):
                     if tp not in self.seeking:
                         self.seeking[tp] = (expected, now)
+                        self.sought[tp] = now
                         seeks[tp] = expected
                     continue
             self.seeking.pop(tp, None)
+            self.sought.pop(tp, None)
             keep.append(event)
             self.next[tp] = offset + 1
         return keep, seeks
+
+    def reseeks(self, now: float | None = None) -> dict[Any, int]:
+        """Seeks to issue again. Faust's fetcher keeps a read offset per partition and
+        silently drops records below it; records it had fetched before our seek raise
+        it again, so the re-read records of a seek can all be dropped. Seeking again
+        once those stale records are through resets it for good."""
+        now = time.monotonic() if now is None else now
+        out = {}
+        for tp, (offset, _since) in self.seeking.items():
+            if now - self.sought.get(tp, 0.0) >= RESEEK_SECONDS:
+                self.sought[tp] = now
+                out[tp] = offset
+        return out
 
     def _give_up(self, tp: Any, expected: int, offset: int, now: float) -> bool:
         seeking = self.seeking.get(tp)

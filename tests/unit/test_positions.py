@@ -62,3 +62,14 @@ def test_a_seek_that_never_brings_the_offset_back_gives_up() -> None:
     assert p.admit([ev(TP0, 10)], now=2) == ([], {})
     keep, seeks = p.admit([ev(TP0, 10)], now=2 + GIVE_UP_SECONDS)
     assert offsets(keep) == [(0, 10)] and seeks == {}
+
+
+def test_a_seek_is_issued_again_until_its_records_come() -> None:
+    p = Positions()
+    p.admit([ev(TP0, 0)], now=0)
+    assert p.admit([ev(TP0, 10)], now=1)[1] == {TP0: 1}
+    assert p.reseeks(now=1.5) == {}
+    assert p.reseeks(now=2.0) == {TP0: 1}
+    assert p.reseeks(now=2.5) == {}
+    p.admit([ev(TP0, 1)], now=3)
+    assert p.reseeks(now=10) == {}
