@@ -107,13 +107,13 @@ _cache: dict[tuple[int, int, int], list[tuple[bytes, bytes]]] = {}
 
 
 def model_calls(
-    seed: int = SEED, visitors: int = 0, base_time_ms: int | None = None
+    seed: int = SEED, visitors: int = 0, base_time_ms: int | None = None, mix=None
 ) -> Iterator[dict]:
     """Endless Segment calls from the traffic model; `visitors` bounds who may return."""
     from stream.simulate import generate
 
     base = int(time.time() * 1000) - PAST_MS if base_time_ms is None else base_time_ms
-    return generate(seed, visitors or 50_000, base_time_ms=base, endless=True)
+    return generate(seed, visitors or 50_000, base_time_ms=base, endless=True, mix=mix)
 
 
 def to_event(call: dict, enricher, source: str = "bench") -> dict:
@@ -133,12 +133,14 @@ def to_event(call: dict, enricher, source: str = "bench") -> dict:
     )
 
 
-def stream_events(seed: int = SEED, visitors: int = 0) -> Iterator[tuple[bytes, bytes]]:
+def stream_events(
+    seed: int = SEED, visitors: int = 0, base_time_ms: int | None = None, mix=None
+) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) of EventRecords from the traffic model, endless, historic (see PAST_MS)."""
     from stream.enrich import Enricher
 
     enricher = Enricher()
-    for call in model_calls(seed, visitors):
+    for call in model_calls(seed, visitors, base_time_ms, mix):
         event = to_event(call, enricher)
         yield event["visitor_id"].encode(), orjson.dumps(event)
 

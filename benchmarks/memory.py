@@ -1,6 +1,6 @@
 """Memory: state bytes per visitor, and a processor's RSS growth over a large run.
 
-    .venv/bin/python -m benchmarks.memory [--visitors 5000] [--seconds 150]
+    .venv/bin/python -m benchmarks.memory [--visitors 5000] [--seconds 150] [--ttl-days 2]
 
 1. State per visitor, in-process: `stream.processor.engine.Engine` over the traffic
    model's events of N visitors (batches of 5,000, as the agent takes them), keeping
@@ -122,8 +122,27 @@ def _events_of(calls):
         yield event["visitor_id"].encode(), orjson.dumps(event)
 
 
-async def rss_growth(seconds: float = 150.0) -> Result:
-    with Cluster(PARTITIONS) as cluster:
+async def rss_growth(seconds: float = 150.0, ttl_days: int = 0) -> Result:
+    """With `ttl_days`, the processor drops state idle that long (and lapses after as
+    long), and the traffic's event time runs 20 times slower between session starts
+    (60 s instead of 3 s), so a run of a few minutes spans weeks of event time: the
+    visitors held in state then stay around those of the last `ttl_days`."""
+    env: dict[str, str] = {}
+    events = stream_events(seed=5, visitors=POOL)
+    if ttl_days:
+        from stream.simulate.model import Mix
+
+        env = {
+            "CLICKSTREAM_STATE_TTL_DAYS": str(ttl_days),
+            "CLICKSTREAM_LAPSE_DAYS": str(ttl_days),
+        }
+        events = stream_events(
+            seed=5,
+            visitors=POOL,
+            base_time_ms=int(time.time() * 1000) - 400 * 86_400_000,
+            mix=Mix(session_interval_s=60.0),
+        )
+    with Cluster(PARTITIONS, **env) as cluster:
         broker = cluster.start_broker()
         proc = cluster.start_processor()
         await asyncio.sleep(3.0)  # settled after the join
@@ -131,11 +150,11 @@ async def rss_growth(seconds: float = 150.0) -> Result:
         visitors: set[bytes] = set()
         produced = 0
         ends = [0] * PARTITIONS
-        events = stream_events(seed=5, visitors=POOL)
         prod = producer(cluster.bootstrap)
         await prod.start()
         curve: list[tuple[int, int, float]] = []  # (events consumed, visitors produced, RSS MB)
         checkpoints: list[tuple[int, float]] = []  # (visitors, RSS MB) with the processor caught up
+        held: list[int] = []  # visitors in the processor's state at each checkpoint
         with Peak([proc, broker]) as peak:
             started = time.monotonic()
             async with Committed(
@@ -162,15 +181,16 @@ async def rss_growth(seconds: float = 150.0) -> Result:
                         await asyncio.sleep(0.5)
                         done = sum(min(v, ends[p]) for p, v in (await committed.read()).items())
                         curve.append((done, len(visitors), proc.rss_mb()))
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(3.0)  # two ticks: expiries due by now are done
                     checkpoints.append((len(visitors), proc.rss_mb()))
+                    held.append(_visitors_in_state(cluster.health["processor"]))
             await prod.stop()
             elapsed = time.monotonic() - started
             final = checkpoints[-1][1]
     growth = final - idle
     n_visitors = len(visitors)
     out = Result(
-        "processor RSS growth",
+        f"processor RSS growth, state TTL {ttl_days} d" if ttl_days else "processor RSS growth",
         events_per_s=produced / elapsed,
         peak_rss_mb=peak.peaks["processor"],
         events=produced,
@@ -186,6 +206,7 @@ async def rss_growth(seconds: float = 150.0) -> Result:
             * 2**20
             / max(1, checkpoints[1][0] - checkpoints[0][0])
         ),
+        "visitors_in_state_at_checkpoints": held,
         "idle_rss_mb": round(idle, 1),
         "final_rss_mb": round(final, 1),
         "growth_mb": round(growth, 1),
@@ -201,15 +222,33 @@ async def rss_growth(seconds: float = 150.0) -> Result:
     return out
 
 
+def _visitors_in_state(health_url: str) -> int:
+    """clickstream_visitors_in_state summed over partitions, from the processor's /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(health_url.replace("/healthz", "/metrics"), timeout=5) as r:
+        text = r.read().decode()
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("clickstream_visitors_in_state{")
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--visitors", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=150)
+    parser.add_argument(
+        "--ttl-days", type=int, default=0, help="state TTL; also slows event time (see rss_growth)"
+    )
     args = parser.parse_args()
     use_uvloop()
-    for r in (state_sizes(args.visitors), asyncio.run(rss_growth(args.seconds))):
+    for r in (state_sizes(args.visitors), asyncio.run(rss_growth(args.seconds, args.ttl_days))):
         print(f"{r.name}: {r.extra} {r.notes}")
 
 
