@@ -34,6 +34,7 @@ from stream import topics
 from stream.config import Settings
 from stream.processor import faust_patches
 from stream.processor.engine import Engine, Record
+from stream.processor.inflight import InFlight
 from stream.processor.positions import RESEEK_SECONDS, Positions, batch_offsets
 from stream.telemetry import EVENT_TIME_LAG, PROCESSING_LATENCY, render
 
@@ -164,15 +165,36 @@ def create_app(settings: Settings) -> faust.App:
                 ]
                 yield events, records
 
+    inflight = InFlight()
+
+    async def finish_batch(number: int, result, events, written: list[bytes]) -> None:
+        try:
+            await finish(result, events, events_topic_name, visitors, windows)
+        except Exception as exc:  # nothing after this batch may be committed: stop
+            log.exception("could not finish a batch; stopping the worker")
+            await app.crash(exc)
+            raise
+        finally:
+            inflight.release(number, written)
+
     @app.agent(source, concurrency=1)
     async def process(stream):
+        finishing: asyncio.Future | None = None
+        number = 0
         async for events, records in batches(stream):
             result = engine.run(
                 records,
-                lambda visitor: visitors.get(visitor.encode()),
-                lambda partition: windows.get(window_keys[partition]),
+                lambda visitor: inflight.get(visitor.encode(), visitors.get),
+                lambda partition: inflight.get(window_keys[partition], windows.get),
             )
-            await finish(result, events, events_topic_name, visitors, windows)
+            number += 1
+            new = {key.encode(): value for key, value in result.states.items()}
+            new.update((key.encode(), None) for key in result.deleted)
+            new.update((window_keys[p], value) for p, value in result.windows.items())
+            inflight.put(number, new)
+            if finishing is not None:
+                await finishing  # one batch in flight at most, finished in order
+            finishing = asyncio.ensure_future(finish_batch(number, result, events, list(new)))
             if result.last_received_at:
                 PROCESSING_LATENCY.observe(max(0.0, time.time() - result.last_received_at / 1000))
             for partition, clock in engine.clocks.items():
