@@ -212,6 +212,13 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(RESEEK_SECONDS)
     async def reseek():
         seeks = positions.reseeks()
+        sources = (events_topic_name, control_topic_name, identities_topic_name)
+        ends = {
+            tp: app.consumer.highwater(tp)
+            for tp in app.consumer.assignment()
+            if tp.topic in sources
+        }
+        seeks.update(positions.stalled(ends))
         if seeks:
             log.warning(
                 "seeking again: %s", {f"{t.topic}[{t.partition}]": o for t, o in seeks.items()}

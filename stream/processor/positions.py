@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 TP = tuple[str, int]
 GIVE_UP_SECONDS = 30.0  # a seek that never brings the expected offset (retention deleted it)
 RESEEK_SECONDS = 1.0  # a seek can be undone by records Faust had already fetched
+STALL_SECONDS = 5.0  # records waiting on the broker and none delivered for this long
 
 
 class Positions:
@@ -35,6 +36,7 @@ class Positions:
         self.next: dict[Any, int] = {}
         self.seeking: dict[Any, tuple[int, float]] = {}  # tp -> (offset, since)
         self.sought: dict[Any, float] = {}  # tp -> when the last seek was issued
+        self.moved: dict[Any, float] = {}  # tp -> when a record of it was last applied
 
     def admit(self, events: Iterable[Any], now: float | None = None) -> tuple[list, dict]:
         """The events to apply, in order, and the seeks to issue ({tp: offset})."""
@@ -59,6 +61,7 @@ class Positions:
                     continue
             self.seeking.pop(tp, None)
             self.sought.pop(tp, None)
+            self.moved[tp] = now
             keep.append(event)
             self.next[tp] = offset + 1
         return keep, seeks
@@ -74,6 +77,34 @@ class Positions:
             if now - self.sought.get(tp, 0.0) >= RESEEK_SECONDS:
                 self.sought[tp] = now
                 out[tp] = offset
+        return out
+
+    def stalled(self, ends: dict[Any, int | None], now: float | None = None) -> dict[Any, int]:
+        """Partitions with records on the broker (`ends`: the log end per partition, None
+        while unknown) of which nothing was applied for STALL_SECONDS, and where to
+        seek them. Seen in the SIGKILL restart test: Faust's fetcher read partitions to
+        their end while none of their records reached the agent."""
+        now = time.monotonic() if now is None else now
+        out = {}
+        for tp, end in ends.items():
+            self.moved.setdefault(tp, now)  # first seen: give it STALL_SECONDS
+            if end is None or tp in self.seeking:
+                continue
+            position = self.next.get(tp)
+            if position is None:
+                position = self.committed(tp) or 0
+            if position < end and now - self.moved[tp] >= STALL_SECONDS:
+                self.moved[tp] = now
+                OFFSET_GAPS.labels(tp[0]).inc()
+                log.warning(
+                    "%s[%d]: nothing applied for %.0f s with %d records waiting: seeking to %d",
+                    tp[0],
+                    tp[1],
+                    STALL_SECONDS,
+                    end - position,
+                    position,
+                )
+                out[tp] = position
         return out
 
     def _give_up(self, tp: Any, expected: int, offset: int, now: float) -> bool:

@@ -73,3 +73,16 @@ def test_a_seek_is_issued_again_until_its_records_come() -> None:
     assert p.reseeks(now=2.5) == {}
     p.admit([ev(TP0, 1)], now=3)
     assert p.reseeks(now=10) == {}
+
+
+def test_a_partition_with_records_waiting_and_none_applied_is_sought() -> None:
+    committed = {TP1: 40}
+    p = Positions(committed.get)
+    p.admit([ev(TP0, 0)], now=0)
+    ends = {TP0: 100, TP1: 90}
+    assert p.stalled(ends, now=1) == {}  # first seen: it gets its time
+    p.admit([ev(TP0, 1)], now=4)
+    assert p.stalled(ends, now=6.5) == {TP1: 40}  # nothing of TP1 ever came
+    assert p.stalled(ends, now=7) == {}
+    assert p.stalled(ends, now=9.5) == {TP0: 2}  # TP0 stopped at 2 of 100
+    assert p.stalled({TP0: 2}, now=30) == {}  # caught up is not stalled
