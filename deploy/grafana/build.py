@@ -335,6 +335,20 @@ def pipeline_health() -> dict:
             ],
         ),
         timeseries(
+            "Processor state and recovery",
+            [
+                prom("sum(clickstream_visitors_in_state)", "visitors in state"),
+                prom(f"sum(rate(clickstream_states_expired_total[{RATE}])) * 60", "expired/min"),
+                prom(
+                    "sum by (topic) (increase(clickstream_offset_gaps_total[15m]))",
+                    "seeks back, 15 min: {{topic}}",
+                ),
+            ],
+            description="Visitors the processors hold state for (bounded by "
+            "CLICKSTREAM_STATE_TTL_DAYS), states expired, and seeks back to skipped or "
+            "stuck records.",
+        ),
+        timeseries(
             "Stage transitions per minute",
             [
                 prom(
