@@ -10,7 +10,6 @@ Real components only in integration tests. Two constraints shape these fixtures:
 from __future__ import annotations
 
 import itertools
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,9 +22,9 @@ _names = itertools.count(1)
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from tests.support.pipeline import free_port
+
+    return free_port()
 
 
 @pytest.fixture
