@@ -88,52 +88,41 @@ def create_app(settings: Settings) -> faust.App:
     engine = Engine(settings)
     events_topic_name = settings.topic(topics.EVENTS)
     control_topic_name = settings.topic(topics.CONTROL)
-    source = app.topic(
-        events_topic_name,
-        control_topic_name,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        acks=False,  # offsets are committed by the agent, after the state they cover
-    )
+
+    def source_topic(*names: str):
+        """Raw bytes in; Faust's acks off: offsets are committed by the agent, after
+        the state they cover."""
+        return app.topic(
+            *names,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            acks=False,
+        )
+
+    def state_table(name: str):
+        """Raw bytes per key; the "raw" key serializer hashes a key to the partition of
+        the source records keyed alike. use_partitioner: written inside take_events,
+        outside a per-event context."""
+        return app.Table(
+            name,
+            default=None,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            use_partitioner=True,
+        )
+
+    source = source_topic(events_topic_name, control_topic_name)
     control = app.topic(control_topic_name, value_serializer="raw", key_serializer="raw")
-    visitors = app.Table(
-        "visitors",
-        default=None,
-        key_type=bytes,  # bytes -> "raw" serializer: the key hashes to the events' partition
-        value_type=bytes,
-        partitions=settings.partitions,
-        use_partitioner=True,  # written inside take_events, outside per-event context
-    )
-    windows = app.Table(
-        "windows",
-        default=None,
-        key_type=bytes,  # bytes -> "raw" serializer: the key hashes to the events' partition
-        value_type=bytes,
-        partitions=settings.partitions,
-        use_partitioner=True,
-    )
+    visitors = state_table("visitors")  # keyed by visitor: co-partitioned with the events
+    windows = state_table("windows")
     window_keys = [partition_key(p, settings.partitions) for p in range(settings.partitions)]
     identities_topic_name = settings.topic(topics.IDENTITIES)
-    identities = app.topic(
-        identities_topic_name,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        acks=False,
-    )
-    people = app.Table(
-        "people",
-        default=None,
-        key_type=bytes,  # user id, raw: hashes to the identities partition
-        value_type=bytes,
-        partitions=settings.partitions,
-        use_partitioner=True,
-    )
+    identities = source_topic(identities_topic_name)
+    people = state_table("people")  # keyed by user id: co-partitioned with the identities
     indexed: set[int] = set()
     # Faust's last reading of the group's commits (refreshed at every rebalance).
     positions = Positions(lambda tp: app.consumer._committed_offset.get(tp))
@@ -227,9 +216,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.timer(TICK_SECONDS)
     async def send_ticks():
-        assigned = [
-            tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic_name
-        ]
+        assigned = sorted(owned(events_topic_name))
         try:
             _index_recovered(engine, visitors, settings.partitions, assigned, indexed)
         except Exception:  # a timer that raises would crash the whole worker
@@ -265,21 +252,6 @@ def create_app(settings: Settings) -> faust.App:
             _tps(app.consumer.assignment()),
             _tps(app.consumer._thread._ensure_consumer().paused()),
         )
-
-    @app.timer(5.0)
-    async def _debug_positions():
-        if os.environ.get("CLICKSTREAM_DEBUG_POSITIONS"):
-            c = app.consumer
-            log.info(
-                "positions %s seeking %s paused %s faust active %s paused %s buffered %s read %s",
-                {f"{tp.topic}[{tp.partition}]": o for tp, o in positions.next.items()},
-                positions.seeking,
-                _tps(c._thread._ensure_consumer().paused()),
-                _tps(c._active_partitions or ()),
-                _tps(c._paused_partitions),
-                _tps(c._buffered_partitions),
-                {f"{tp.topic}[{tp.partition}]": o for tp, o in c._read_offset.items()},
-            )
 
     @app.page("/healthz")
     async def healthz(web, request):
