@@ -43,6 +43,8 @@ class Settings:
     write_keys: Mapping[str, str] = field(default_factory=lambda: {DEV_WRITE_KEY: "dev"})
     cors_origins: tuple[str, ...] = ("*",)
     anonymize_ip: bool = True
+    # Event time is clamped to receive time + this (a client's clock is data, not a clock).
+    max_clock_skew_s: int = 180
     # Sessions and journeys (event time).
     session_timeout_s: int = 1800
     session_max_s: int = 86400
@@ -259,6 +261,7 @@ ENV: dict[str, tuple[str, object]] = {
     "CLICKSTREAM_WRITE_KEYS": ("write_keys", _write_keys),
     "CLICKSTREAM_CORS_ORIGINS": ("cors_origins", _origins),
     "CLICKSTREAM_ANONYMIZE_IP": ("anonymize_ip", _bool),
+    "CLICKSTREAM_MAX_CLOCK_SKEW_SECONDS": ("max_clock_skew_s", _int(0, 86400)),
     "CLICKSTREAM_SESSION_TIMEOUT_SECONDS": ("session_timeout_s", _int(60, 86400)),
     "CLICKSTREAM_SESSION_MAX_SECONDS": ("session_max_s", _int(600, 7 * 86400)),
     "CLICKSTREAM_ALLOWED_LATENESS_SECONDS": ("allowed_lateness_s", _int(0, 86400)),

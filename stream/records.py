@@ -23,7 +23,9 @@ class EventRecord(TypedDict):
     anonymous_id: str
     user_id: str
     previous_id: str  # alias calls
-    ts: int  # event time, ms, corrected for client clock skew (Segment's way)
+    ts: int  # event time, ms, corrected for client clock skew (Segment's way), clamped
+    # to at most received_at + CLICKSTREAM_MAX_CLOCK_SKEW_SECONDS
+    client_ts: int  # the client's event time before the clamp (== ts unless clamped)
     received_at: int  # ms, collector clock
     sent_at: int | None  # ms, client clock, when the client sent it
     source: str  # source name behind the write key

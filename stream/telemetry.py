@@ -52,6 +52,12 @@ PRODUCE_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+EVENTS_CLAMPED = Counter(
+    "clickstream_events_clamped_total",
+    "Events whose client time was later than receive time + the allowed skew (clamped).",
+    ["source"],
+)
+
 # --- processor -------------------------------------------------------------
 EVENTS_PROCESSED = Counter(
     "clickstream_events_processed_total", "Events applied to journey state.", ["source"]

@@ -9,6 +9,13 @@ collector's clock can be trusted with:
 
 Without `sentAt` the timestamp is taken as is; without a timestamp the event
 happened when it was received (or sent, which the correction makes the same).
+
+A client's time is data, never a clock: an event time later than the collector's
+receive time plus `max_skew_ms` (CLICKSTREAM_MAX_CLOCK_SKEW_SECONDS) is clamped to
+that bound, the client's value kept in `client_ts`, and the clamp counted per source.
+Nothing downstream takes a watermark or a deadline from `ts` (see the processor's
+time model in README, "Journeys"); the clamp keeps a broken clock from even
+reordering one visitor's journey into the future.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 MAX_FUTURE_MS = 24 * 3600 * 1000  # a later event time is a broken clock, not an event
+MAX_SKEW_MS = 180_000  # default clamp: event time <= receive time + this
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -60,3 +68,8 @@ def event_time(call: dict[str, Any], received_at_ms: int) -> tuple[int, int | No
     stamp = parse_iso_ms(stamp_text) if stamp_text else None
     sent = parse_iso_ms(sent_text) if sent_text else None
     return corrected(stamp, sent, received_at_ms), sent
+
+
+def clamp(ts: int, received_at_ms: int, max_skew_ms: int = MAX_SKEW_MS) -> int:
+    """The event time the pipeline uses: never later than receive time + max_skew_ms."""
+    return min(ts, received_at_ms + max_skew_ms)

@@ -10,9 +10,10 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from stream.collector.clock import event_time
+from stream.collector.clock import MAX_SKEW_MS, clamp, event_time
 from stream.enrich import Enricher
 from stream.records import EventRecord
+from stream.telemetry import EVENTS_CLAMPED
 
 # Namespace of generated message ids (uuid5): fixed forever, or retries stop deduplicating.
 MESSAGE_ID_NAMESPACE = uuid.UUID("6f0b7a8e-3c1d-5e2f-9a4b-7c8d9e0f1a2b")
@@ -29,6 +30,7 @@ def to_record(
     ip: str,
     header_user_agent: str,
     enricher: Enricher,
+    max_skew_ms: int = MAX_SKEW_MS,
 ) -> EventRecord:
     """The EventRecord of a call that passed `Validator.validate`.
 
@@ -41,7 +43,10 @@ def to_record(
     properties = _dict(call.get("properties"))
     kind = _text(call.get("type"))
     page = _page_fields(kind, properties, _dict(context.get("page")))
-    ts, sent_at = event_time(call, received_at_ms)
+    client_ts, sent_at = event_time(call, received_at_ms)
+    ts = clamp(client_ts, received_at_ms, max_skew_ms)
+    if ts != client_ts:
+        EVENTS_CLAMPED.labels(source).inc()
     anonymous_id, user_id = _text(call.get("anonymousId")), _text(call.get("userId"))
     record: dict[str, Any] = {
         "message_id": _text(call.get("messageId")) or derive_message_id(call, source),
@@ -53,6 +58,7 @@ def to_record(
         "user_id": user_id,
         "previous_id": _text(call.get("previousId")),
         "ts": ts,
+        "client_ts": client_ts,
         "received_at": received_at_ms,
         "sent_at": sent_at,
         "source": source,

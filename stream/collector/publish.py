@@ -42,6 +42,10 @@ TopicPartition = tuple[str, int]
 _key_hash = lru_cache(maxsize=65_536)(murmur2)
 
 
+def _visitor_time(event: EventRecord) -> tuple[str, int]:
+    return event["visitor_id"], event["ts"]
+
+
 def partition_for(key: bytes, partitions: tuple[int, ...]) -> int:
     """aiokafka's DefaultPartitioner for a key: murmur2, positive, modulo the partition count."""
     return partitions[(_key_hash(key) & 0x7FFFFFFF) % len(partitions)]
@@ -132,6 +136,9 @@ class Publisher:
     ) -> None:
         """Send everything, then wait for every acknowledgement; raises if any send failed."""
         started = time.perf_counter()
+        # Each visitor's events in event-time order: an offline queue or a mobile batch
+        # sent out of order then reaches the journey in the order it happened.
+        events = sorted(events, key=_visitor_time)
         records = [(self.events_topic, e["visitor_id"].encode(), orjson.dumps(e)) for e in events]
         records += [
             (self.invalid_topic, r["message_id"].encode(), orjson.dumps(r)) for r in invalid

@@ -102,6 +102,7 @@ class Collector:
                             ip=ip,
                             header_user_agent=user_agent,
                             enricher=self.enricher,
+                            max_skew_ms=self.settings.max_clock_skew_s * 1000,
                         )
                     )
                     continue

@@ -170,3 +170,25 @@ def test_nulls_from_sdks_become_empty_values() -> None:
     rec = record(call)
     assert (rec["user_id"], rec["properties"], rec["traits"], rec["context"]) == ("", {}, {}, {})
     assert len(rec["message_id"]) == 36
+
+
+@pytest.mark.unit
+def test_client_clock_ahead_is_clamped_to_receive_time_plus_skew() -> None:
+    from stream.collector.clock import clamp
+
+    received = 1_700_000_000_000
+    assert clamp(received + 5 * 3600_000, received, 180_000) == received + 180_000
+    assert clamp(received - 10_000, received, 180_000) == received - 10_000
+    assert clamp(received + 60_000, received, 180_000) == received + 60_000
+
+
+def test_record_keeps_the_clients_time_and_counts_the_clamp() -> None:
+    from stream.telemetry import EVENTS_CLAMPED
+
+    before = EVENTS_CLAMPED.labels("web")._value.get()
+    ahead = record(track(timestamp="2024-05-01T15:00:00Z"))  # 5 h ahead, no sentAt
+    assert ahead["ts"] == RECEIVED + 180_000
+    assert ahead["client_ts"] == RECEIVED + 5 * 3600_000
+    assert EVENTS_CLAMPED.labels("web")._value.get() == before + 1
+    fine = record(track(timestamp="2024-05-01T09:59:00Z"))
+    assert fine["ts"] == fine["client_ts"] == RECEIVED - 60_000
