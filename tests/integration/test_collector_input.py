@@ -46,7 +46,9 @@ def test_mixed_batch_valid_arrive_invalid_dead_lettered(pipeline):
         event(
             messageId=f"bad-{uuid.uuid4()}", properties={"product_id": 42, "price": "ten"}
         ),  # wrong types
-        event(messageId=f"bad-{uuid.uuid4()}", properties={}),  # missing required properties
+        event(
+            messageId=f"bad-{uuid.uuid4()}", properties={"currency": "dollars"}
+        ),  # a property of the wrong form (no property is required: Segment's spec)
         event(messageId=f"bad-{uuid.uuid4()}", anonymousId=None, userId=None),  # no identity
         event(
             messageId=f"bad-{uuid.uuid4()}", properties={"product_id": "p", "blob": "x" * 40_000}
