@@ -70,6 +70,9 @@ def run(roles: str, simulate: bool, rate: float) -> None:
         created = create_topics_sync(settings)
         if created:
             console.print(f"created {len(created)} topics with {settings.partitions} partitions")
+        from stream.restore import before_start  # processor state across broker restarts
+
+        before_start(settings, console, stop)
         supervisor = Supervisor(settings, _parse(parse_roles, roles))
         supervisor.start()
 
@@ -148,6 +151,14 @@ def broker() -> None:
             stop.wait(0.5)
     finally:
         embedded.stop()
+
+
+@cli.command("restore-state", hidden=True)
+def restore_state() -> None:
+    """Re-seed empty changelog topics from processor_state (run by `run` before the processor)."""
+    from stream.restore import main as restore_main
+
+    raise SystemExit(restore_main(_settings()))
 
 
 @cli.command()

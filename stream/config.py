@@ -58,6 +58,10 @@ class Settings:
     # would outlive the offsets it refers to).
     state_store: str = ""
     faust_metrics: bool = False  # Faust's own sensors as faust_* metrics (per-message cost)
+    # Processor state archived in ClickHouse by the sink and re-seeded into a fresh
+    # broker's changelog topics at start (stream/restore.py): "on", "off", or "auto" =
+    # on with the embedded broker (whose log is in memory only).
+    state_archive: str = "auto"
     # Sink.
     sink_batch_rows: int = 10_000
     sink_batch_seconds: float = 1.0
@@ -109,6 +113,10 @@ class Settings:
             if path:
                 return path
         return "clickstream"
+
+    @property
+    def archives_state(self) -> bool:
+        return self.state_archive == "on" or (self.state_archive == "auto" and self.embedded_broker)
 
     @property
     def store(self) -> str:
@@ -233,6 +241,13 @@ def _state_store(name: str, raw: str) -> str:
     return store
 
 
+def _state_archive(name: str, raw: str) -> str:
+    mode = raw.strip().lower()
+    if mode not in ("auto", "on", "off"):
+        raise SettingsError(f"{name}={raw!r} must be auto, on or off")
+    return mode
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -269,6 +284,7 @@ ENV: dict[str, tuple[str, object]] = {
     "CLICKSTREAM_STATE_TTL_DAYS": ("state_ttl_days", _int(1, 3650)),
     "CLICKSTREAM_STATE_STORE": ("state_store", _state_store),
     "CLICKSTREAM_FAUST_METRICS": ("faust_metrics", _bool),
+    "CLICKSTREAM_STATE_ARCHIVE": ("state_archive", _state_archive),
     "CLICKSTREAM_SINK_BATCH_ROWS": ("sink_batch_rows", _int(1, 1_000_000)),
     "CLICKSTREAM_SINK_BATCH_SECONDS": ("sink_batch_seconds", _float(0.01, 60.0)),
     "CLICKSTREAM_EVENTS_TTL_DAYS": ("events_ttl_days", _int(0, 36500)),

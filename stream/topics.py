@@ -57,3 +57,8 @@ def specs(settings: Settings) -> list[TopicSpec]:
         for table in TABLES
     ]
     return out
+
+
+def changelog_topics(settings: Settings) -> dict[str, str]:
+    """Changelog topic as named on the broker -> its table, for every table in TABLES."""
+    return {settings.topic(f"{PROCESSOR_APP_ID}-{table}-changelog"): table for table in TABLES}

@@ -23,6 +23,16 @@ gets the partitions reads those records again. What getmany() returns is never d
 (its position has moved past it), even when a rebalance happened during the call: it
 belongs to the new assignment.
 
+Processor state: when Settings.archives_state (by default with the embedded broker),
+the sink also reads the processor's changelog topics (topics.changelog_topics) and
+writes every record, raw, to processor_state (rows.state_row: why the newest record
+wins across broker restarts is explained there); stream/restore.py re-seeds a fresh
+broker from it. Same batches, same checkpoint order.
+
+Stop: the loop first reads on until a poll returns nothing (at most STOP_CATCHUP_S), so
+what the processor wrote just before it stopped is written too (the embedded broker
+forgets everything else), then writes what is buffered and commits.
+
 Lag per partition = high watermark - committed offset. The high watermark comes from
 fetch responses (`consumer.highwater`); while paused there are no fetches, so the
 sink also asks ListOffsets (which on the embedded broker is up to one record batch
@@ -60,6 +70,8 @@ POLL_WHILE_WRITING_S = 0.02
 INGEST_SLICE = 500  # records turned into rows between two yields to the event loop
 LAG_EVERY_S = 1.0
 STOP_FLUSH_S = 15.0
+STOP_CATCHUP_S = 2.0
+CATCHUP_POLL_S = 0.3
 
 
 def tune_gc() -> None:
@@ -108,6 +120,11 @@ class Sink:
         self.group_id = group_id
         self.session_timeout_ms = session_timeout_ms
         self.routes = rows.routes(settings)
+        # Changelog topic -> processor table, when the processor's state is archived.
+        self.state_topics = topics.changelog_topics(settings) if settings.archives_state else {}
+        for topic in self.state_topics:
+            self.routes[topic] = rows.PROCESSOR_STATE
+        self.epoch = 0  # processor_state version epoch, taken at start
         self.writer = Writer(client, settings.database, fault or Fault.from_env())
         self.batches = Batches(settings.sink_batch_rows, settings.sink_batch_seconds)
         self.consumer: AIOKafkaConsumer | None = None
@@ -118,6 +135,7 @@ class Sink:
         self._task: asyncio.Task | None = None
         self._writing: asyncio.Task | None = None  # the insert in flight
         self._lag_at = 0.0
+        self._catchup_until: float | None = None  # set by stop(): read on until then
 
     # --- outage simulation -------------------------------------------------------
 
@@ -134,6 +152,13 @@ class Sink:
     # --- life cycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.state_topics:
+            self.epoch = await asyncio.to_thread(self._next_epoch)
+            log.info(
+                "archiving processor state from %d changelog topics (epoch %d)",
+                len(self.state_topics),
+                self.epoch,
+            )
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers,
             group_id=self.group_id,
@@ -150,11 +175,21 @@ class Sink:
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="clickstream-sink")
 
-    async def stop(self) -> None:
-        """Write what is buffered (as long as ClickHouse takes it), commit, leave."""
-        self._stopping.set()
+    async def stop(self, catchup_s: float = STOP_CATCHUP_S) -> None:
+        """Read on until a poll returns nothing (at most `catchup_s`), write what is
+        buffered (as long as ClickHouse takes it), commit, leave."""
+        if catchup_s > 0 and self._task is not None and not self._task.done():
+            self._catchup_until = time.monotonic() + catchup_s
+        else:
+            self._stopping.set()
         if self._task is not None:
             await self._task
+
+    def _next_epoch(self) -> int:
+        result = self.writer.client.query(
+            f"SELECT max(version) FROM {self.settings.database}.{rows.PROCESSOR_STATE.name}"
+        )
+        return rows.epoch_after(result.result_rows[0][0] if result.result_rows else 0)
 
     async def wait(self) -> None:
         """Until the loop ends: after stop(), or on an error (which stop() then raises)."""
@@ -168,14 +203,21 @@ class Sink:
         try:
             while not self._stopping.is_set():
                 await self._finish_write()
+                poll_s = self._poll_seconds()
+                if self._catchup_until is not None:
+                    poll_s = max(poll_s, CATCHUP_POLL_S)
                 result = await self.consumer.getmany(
-                    timeout_ms=int(self._poll_seconds() * 1000),
+                    timeout_ms=int(poll_s * 1000),
                     max_records=self.settings.sink_batch_rows,
                 )
                 # Never drop what getmany returned, even across a rebalance: the position
                 # has moved past it. aiokafka returns records of assigned partitions only.
                 await self._ingest(result)
                 now = time.monotonic()
+                if self._catchup_until is not None and (
+                    not result or self.retries or now >= self._catchup_until
+                ):
+                    self._stopping.set()  # caught up (or out of time): write and leave
                 if self._writing is None and (not self.retries or now >= self._retry_at):
                     self._start_write(self.batches.due(now))
                 if now >= self._lag_at:
@@ -222,6 +264,14 @@ class Sink:
         add = self.batches.add
         for tp, records in result.items():
             table = self.routes[tp.topic]
+            if table is rows.PROCESSOR_STATE:
+                name, epoch = self.state_topics[tp.topic], self.epoch
+                for record in records:
+                    row = rows.state_row(name, record.key, record.value, record, epoch)
+                    add(table, row, record, tp)
+                self.batches.read_up_to(tp, records[-1].offset + 1)
+                await asyncio.sleep(0)
+                continue
             for start in range(0, len(records), INGEST_SLICE):
                 for record in records[start : start + INGEST_SLICE]:
                     row_table, row = rows.to_row(table, record.value, record)

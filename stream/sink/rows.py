@@ -680,3 +680,68 @@ def to_row(table: Table, value: bytes | None, origin: Origin) -> tuple[Table, tu
             source=source if isinstance(source, str) else "",
             message_id=message_id if isinstance(message_id, str) else "",
         )
+
+
+# --- processor state (the Faust tables' changelog records) ----------------------------
+#
+# Archived so that a fresh embedded broker can be re-seeded (stream/restore.py). Key and
+# value are raw bytes, stored as they are; a tombstone (value None) is a deleted row.
+#
+# The version must make the newest record of a key win, but changelog offsets start at
+# 0 again on every fresh embedded broker. So: version = (epoch << 40) | offset, where
+# each sink instance takes epoch = (max version in the table >> 40) + 1 when it starts
+# (`epoch_after`). Why the newest record of a key K always wins:
+# * a key lives in one partition, whose offsets grow within one broker life;
+# * a sink starts after every row already there was written and is the only writer
+#   while it runs (one sink, as `clickstream run` has), so its epoch beats every row
+#   from earlier broker lives and earlier sink instances;
+# * a sink restarted within the same broker life (crash, rebalance, supervisor restart)
+#   gets a higher epoch and reads again from its group's last commit c. If K's last
+#   record is at o >= c, it is read again and written with the higher epoch: it wins,
+#   and every other row of K with that epoch has a lower offset. If o < c, it was
+#   written (commits follow inserts) by an earlier instance, with that instance's
+#   epoch, and no record of K comes after it: no row can beat it. Rows written twice
+#   (replayed) hold the same value, so which copy wins does not matter.
+# 40 bits hold 1.1e12 offsets per partition; 24 bits, 16.7 million sink starts.
+
+OFFSET_BITS = 40
+OFFSET_MASK = (1 << OFFSET_BITS) - 1
+MAX_EPOCH = (1 << (64 - OFFSET_BITS)) - 1
+
+
+def epoch_after(max_version: int | None) -> int:
+    """The epoch of a sink starting now, given the largest version archived so far."""
+    epoch = ((max_version or 0) >> OFFSET_BITS) + 1
+    if epoch > MAX_EPOCH:
+        raise ValueError("processor_state: epoch space exhausted")
+    return epoch
+
+
+def state_version(epoch: int, offset: int) -> int:
+    return (epoch << OFFSET_BITS) | (offset & OFFSET_MASK)
+
+
+def _not_built_from_json(record: dict[str, Any], origin: Origin) -> tuple:
+    raise RowError(["processor_state rows are built by state_row"])
+
+
+PROCESSOR_STATE = Table(
+    "processor_state",
+    ("table_name", "partition", "key", "value", "deleted", "version", "archived_at"),
+    _not_built_from_json,
+)
+
+
+def state_row(
+    table_name: str, key: bytes | None, value: bytes | None, origin: Origin, epoch: int
+) -> tuple:
+    """The processor_state row of one changelog record (never raises)."""
+    return (
+        table_name,
+        origin.partition,
+        key or b"",
+        b"" if value is None else value,
+        1 if value is None else 0,
+        state_version(epoch, origin.offset),
+        max(0, origin.timestamp or 0),
+    )

@@ -17,6 +17,7 @@ LABELS = [
     "0003_journey",
     "0004_journey_metrics",
     "0005_customers",
+    "0006_processor_state",
 ]
 TABLES = {
     "events",
@@ -26,6 +27,7 @@ TABLES = {
     "triggers",
     "visitors",
     "customers",
+    "processor_state",
     "journey_metrics_1m",
     "journey_metrics_1h",
     "funnel_daily",
@@ -55,6 +57,7 @@ def test_fresh_apply_creates_everything_and_a_rerun_is_a_no_op(isolated_settings
         (3, True, False),
         (4, True, False),
         (5, True, False),
+        (6, True, False),
     ]
     assert log_rows(ch_client, db) == len(LABELS)
     assert migrate.apply(ch_client, settings) == []
@@ -119,6 +122,7 @@ def test_a_changed_migration_file_shows_as_modified(isolated_settings, ch_client
         False,
         False,
         True,
+        False,
         False,
     ]
     assert migrate.apply(ch_client, settings) == []

@@ -22,6 +22,7 @@ def test_every_version_has_up_and_down_in_order():
         "0003_journey",
         "0004_journey_metrics",
         "0005_customers",
+        "0006_processor_state",
     ]
 
 
