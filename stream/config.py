@@ -43,6 +43,10 @@ class Settings:
     write_keys: Mapping[str, str] = field(default_factory=lambda: {DEV_WRITE_KEY: "dev"})
     cors_origins: tuple[str, ...] = ("*",)
     anonymize_ip: bool = True
+    # Snowplow's JavaScript tracker sends no write key: app id (`aid`) -> source name.
+    snowplow_app_ids: Mapping[str, str] = field(default_factory=dict)
+    # Engaged seconds one Snowplow page ping stands for (the tracker's heartbeatDelay).
+    snowplow_heartbeat_s: int = 10
     # Event time is clamped to receive time + this (a client's clock is data, not a clock).
     max_clock_skew_s: int = 180
     # Sessions and journeys (event time).
@@ -226,6 +230,20 @@ def _write_keys(name: str, raw: str) -> dict[str, str]:
     return keys
 
 
+def _app_ids(name: str, raw: str) -> dict[str, str]:
+    apps: dict[str, str] = {}
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        app, _, source = item.partition(":")
+        app, source = app.strip(), source.strip() or app.strip()
+        if not app or not all(c.isalnum() or c in "._-" for c in app + source):
+            raise SettingsError(f"{name}: {item!r} must be app-id[:source] (letters, digits, . _ -)")
+        apps[app] = source
+    return apps
+
+
 def _origins(name: str, raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     for origin in origins:
@@ -276,6 +294,8 @@ ENV: dict[str, tuple[str, object]] = {
     "CLICKSTREAM_WRITE_KEYS": ("write_keys", _write_keys),
     "CLICKSTREAM_CORS_ORIGINS": ("cors_origins", _origins),
     "CLICKSTREAM_ANONYMIZE_IP": ("anonymize_ip", _bool),
+    "CLICKSTREAM_SNOWPLOW_APP_IDS": ("snowplow_app_ids", _app_ids),
+    "CLICKSTREAM_SNOWPLOW_HEARTBEAT_SECONDS": ("snowplow_heartbeat_s", _int(1, 3600)),
     "CLICKSTREAM_MAX_CLOCK_SKEW_SECONDS": ("max_clock_skew_s", _int(0, 86400)),
     "CLICKSTREAM_SESSION_TIMEOUT_SECONDS": ("session_timeout_s", _int(60, 86400)),
     "CLICKSTREAM_SESSION_MAX_SECONDS": ("session_max_s", _int(600, 7 * 86400)),

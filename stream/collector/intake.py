@@ -17,6 +17,16 @@ import orjson
 MAX_EVENT_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024
 SINGLE_CALLS = {"track", "page", "identify", "alias", "screen", "group"}
+# analytics.js 2.0 posts to the first letter of the call type (`/v1/t`), batches to `/v1/b`.
+SHORT_PATHS = {
+    "t": "track",
+    "p": "page",
+    "i": "identify",
+    "g": "group",
+    "a": "alias",
+    "s": "screen",
+    "b": "batch",
+}
 
 
 class IntakeError(Exception):
@@ -73,15 +83,21 @@ def basic_auth_user(header: str) -> str:
     return decoded.partition(":")[0]
 
 
-def resolve_source(header: str, body: Any, write_keys: Mapping[str, str]) -> str:
-    """The source name behind the write key (Basic user name, else body.writeKey)."""
+def resolve_source(
+    header: str, body: Any, write_keys: Mapping[str, str], query_key: str = ""
+) -> str:
+    """The source name behind the write key: the Basic user name, else body.writeKey,
+    else the `writeKey` query parameter (RudderStack's sendBeacon fallback)."""
     key = basic_auth_user(header)
     if not key and isinstance(body, dict):
         candidate = body.get("writeKey")
         key = candidate if isinstance(candidate, str) else ""
+    key = key or query_key
     if not key:
         raise IntakeError(
-            401, "missing write key: send it as the HTTP Basic user name or as writeKey", "no_key"
+            401,
+            "missing write key: send it as the HTTP Basic user name or as writeKey",
+            "no_key",
         )
     source = write_keys.get(key)
     if source is None:
@@ -115,6 +131,11 @@ def split_calls(body: Any, endpoint: str) -> tuple[list[Call], dict[str, Any]]:
     if call.get("type") != endpoint:
         raise IntakeError(400, f"body.type must be {endpoint!r} on /v1/{endpoint}", "bad_shape")
     return [Call(0, call, _size(call))], {}
+
+
+def size_of(item: Any) -> int:
+    """An event's size as JSON (what the 32 KB limit counts)."""
+    return _size(item)
 
 
 def _size(item: Any) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+import uuid
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from stream.collector import intake
+from stream.collector import intake, sdk_config, snowplow
 from stream.collector.intake import IntakeError
 from stream.collector.normalize import derive_message_id, to_record
 from stream.collector.publish import Publisher
@@ -37,7 +38,16 @@ from stream.telemetry import (
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-ENDPOINTS = ("batch", "track", "page", "identify", "alias", "screen")
+ENDPOINTS = ("batch", "track", "page", "identify", "alias", "screen", "group")
+SNOWPLOW_POST = "/com.snowplowanalytics.snowplow/tp2"
+NETWORK_USER_COOKIE = "sp"  # Snowplow's collector cookie: the network user id
+# Asked for by the SDKs' preflights (RudderStack: AnonymousId, SentAt, Rsa-*; Segment:
+# X-Retry-Count; Snowplow: SP-Anonymous); any other requested header is answered too.
+ALLOW_HEADERS = (
+    "Authorization, Content-Type, Content-Encoding, AnonymousId, SentAt, X-Retry-Count,"
+    " SP-Anonymous"
+)
+_HEADER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 PUBLISHER = web.AppKey("publisher", Publisher)
 SETTINGS = web.AppKey("settings", Settings)
 # Children of the per-request metrics, one per label value: `.labels()` locks on every call.
@@ -75,9 +85,115 @@ class Collector:
             intake.decode_body(raw, request.headers.get("Content-Encoding", ""))
         )
         source = intake.resolve_source(
-            request.headers.get("Authorization", ""), body, self.settings.write_keys
+            request.headers.get("Authorization", ""),
+            body,
+            self.settings.write_keys,
+            request.query.get("writeKey", ""),
         )
         calls, shared = intake.split_calls(body, endpoint)
+        answer = await self.ingest(request, source, calls, shared)
+        status = 400 if answer["rejected"] and not answer["accepted"] else 200
+        return json_response(answer, status)
+
+    async def snowplow(self, request: web.Request, pixel: bool) -> web.Response:
+        """Snowplow's tracker protocol: POST tp2 (JSON payload_data) or GET /i (the pixel)."""
+        endpoint = "snowplow_pixel" if pixel else "snowplow"
+        started = time.perf_counter()
+        nuid = request.cookies.get(NETWORK_USER_COOKIE, "")
+        new_nuid = "" if nuid else str(uuid.uuid4())
+        try:
+            answer = await self._snowplow(request, pixel, nuid or new_nuid)
+            status = 400 if answer["rejected"] and not answer["accepted"] else 200
+            response = json_response(answer, status)
+        except IntakeError as exc:
+            REQUESTS_REJECTED.labels(str(exc.status), exc.code).inc()
+            response = json_response({"success": False, "error": exc.reason}, exc.status)
+        if pixel:  # an <img> gets an image whatever happened; the reason is in a header
+            reason = "" if response.status == 200 else str(response.status)
+            response = web.Response(
+                body=snowplow.PIXEL,
+                content_type="image/gif",
+                headers={"Cache-Control": "no-cache, no-store, must-revalidate"},
+            )
+            if reason:
+                response.headers["X-Clickstream-Status"] = reason
+        if new_nuid:
+            secure = request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
+            response.set_cookie(
+                NETWORK_USER_COOKIE,
+                new_nuid,
+                max_age=365 * 86400,
+                path="/",
+                httponly=True,
+                secure=secure,
+                samesite="None" if secure else "Lax",
+            )
+        _latency(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    async def _snowplow(self, request: web.Request, pixel: bool, nuid: str) -> dict[str, Any]:
+        if pixel:
+            events: list[Any] = [dict(request.query)]
+        else:
+            raw = await _read_body(request)
+            body = intake.parse_json(
+                intake.decode_body(raw, request.headers.get("Content-Encoding", ""))
+            )
+            try:
+                events = snowplow.parse_post_body(body)
+            except snowplow.SnowplowError as exc:
+                raise IntakeError(400, str(exc), "bad_shape") from None
+        apps = self.settings.snowplow_app_ids
+        by_source: dict[str, list[int]] = {}
+        for index, event in enumerate(events):
+            app = snowplow.app_id(event)
+            if app not in apps:
+                raise IntakeError(
+                    401,
+                    f"app id {app[:100]!r} is not allowed: list it in CLICKSTREAM_SNOWPLOW_APP_IDS"
+                    if app
+                    else "missing app id (aid): set appId in newTracker",
+                    "bad_app_id",
+                )
+            by_source.setdefault(apps[app], []).append(index)
+        total: dict[str, Any] = {"success": True, "accepted": 0, "rejected": 0}
+        for source, indexes in by_source.items():
+            calls: list[intake.Call] = []
+            failed: dict[int, list[str]] = {}
+            for index in indexes:
+                try:
+                    call = snowplow.translate(
+                        events[index],
+                        heartbeat_s=self.settings.snowplow_heartbeat_s,
+                        network_user_id=nuid,
+                    )
+                except snowplow.SnowplowError as exc:
+                    call, failed[index] = events[index], [str(exc)]
+                calls.append(intake.Call(index, call, intake.size_of(events[index])))
+            answer = await self.ingest(request, source, calls, {}, originals=events, failed=failed)
+            total["accepted"] += answer["accepted"]
+            total["rejected"] += answer["rejected"]
+            total["errors"] = total.get("errors", []) + answer.get("errors", [])
+        total["success"] = not total["rejected"]
+        if not total.get("errors"):
+            total.pop("errors", None)
+        return total
+
+    async def ingest(
+        self,
+        request: web.Request,
+        source: str,
+        calls: list[intake.Call],
+        shared: dict[str, Any],
+        *,
+        originals: list[Any] | None = None,
+        failed: dict[int, list[str]] | None = None,
+    ) -> dict[str, Any]:
+        """Validate, normalize and publish the calls of one source; the Segment-style answer.
+
+        `originals` (by call index) is what a dead letter keeps when the call was
+        translated from another protocol; `failed` holds reasons found before validation.
+        """
         received_at = int(time.time() * 1000)
         ip = request.remote or ""
         user_agent = request.headers.get("User-Agent", "")
@@ -91,7 +207,9 @@ class Collector:
                 if isinstance(call.payload, dict)
                 else call.payload
             )
-            reasons = self._check(call, payload, received_at)
+            reasons = (failed or {}).get(call.index) or self._check(
+                call, payload, received_at, source
+            )
             if not reasons:
                 try:
                     events.append(
@@ -112,7 +230,8 @@ class Collector:
                     KeyError,
                 ) as exc:  # never lose the batch for one event
                     reasons = [f"could not normalize event: {exc}"]
-            record = dead_letter(call.payload, reasons, source, received_at)
+            original = originals[call.index] if originals is not None else call.payload
+            record = dead_letter(original, reasons, source, received_at)
             invalid.append(record)
             errors.append(
                 {"index": call.index, "messageId": record["message_id"], "reasons": reasons}
@@ -123,10 +242,7 @@ class Collector:
             await self.publisher.publish(events, invalid)
         except Exception as exc:  # noqa: BLE001 - the client must retry; nothing was acknowledged
             log.warning("kafka publish failed: %s", type(exc).__name__)
-            REQUESTS_REJECTED.labels("503", "kafka").inc()
-            return json_response(
-                {"success": False, "error": "events could not be stored, retry later"}, 503
-            )
+            raise IntakeError(503, "events could not be stored, retry later", "kafka") from None
         _accepted(source).inc(len(events))
         for error in errors:
             EVENTS_REJECTED.labels(source, _reason_label(error["reasons"])).inc()
@@ -138,13 +254,25 @@ class Collector:
         }
         if errors:
             answer["errors"] = errors
-        status = 400 if errors and not events else 200
-        return json_response(answer, status)
+        return answer
 
-    def _check(self, call: intake.Call, payload: Any, received_at: int) -> list[str]:
+    def _check(self, call: intake.Call, payload: Any, received_at: int, source: str) -> list[str]:
         if call.size > intake.MAX_EVENT_BYTES:
             return [f"event is larger than 32 KB ({call.size} bytes)"]
-        return self.validator.validate(payload, received_at_ms=received_at)
+        reasons = self.validator.validate(payload, received_at_ms=received_at)
+        if reasons:
+            return reasons
+        plan, violations = self.validator.plan_violations(payload, source)
+        if plan is None or not violations:
+            return []
+        if not plan.flags:
+            return [f"tracking plan: {v}" for v in violations]
+        context = payload.get("context")
+        payload["context"] = {
+            **(context if isinstance(context, dict) else {}),
+            "tracking_plan": {"source": plan.source, "violations": violations},
+        }
+        return []
 
 
 def dead_letter(payload: Any, reasons: list[str], source: str, received_at: int) -> InvalidRecord:
@@ -199,12 +327,22 @@ async def cors(request: web.Request, handler):
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Credentials"] = "true"
         response.headers["Access-Control-Allow-Methods"] = "POST, GET, OPTIONS"
-        response.headers["Access-Control-Allow-Headers"] = (
-            "Authorization, Content-Type, Content-Encoding"
+        response.headers["Access-Control-Allow-Headers"] = _allow_headers(
+            request.headers.get("Access-Control-Request-Headers", "")
         )
         response.headers["Access-Control-Max-Age"] = "86400"
         response.headers["Vary"] = "Origin"
     return response
+
+
+def _allow_headers(requested: str) -> str:
+    """Our list plus the header names a preflight asks for (names only: the origin check
+    decides who may send them, this only tells the browser they are understood)."""
+    names = [h.strip() for h in requested.split(",") if h.strip()]
+    extra = [n for n in names[:32] if len(n) <= 64 and set(n) <= _HEADER_CHARS]
+    known = {h.strip().lower() for h in ALLOW_HEADERS.split(",")}
+    extra = [n for n in dict.fromkeys(extra) if n.lower() not in known]
+    return ", ".join([ALLOW_HEADERS, *extra]) if extra else ALLOW_HEADERS
 
 
 def build_app(settings: Settings, publisher: Publisher) -> web.Application:
@@ -221,6 +359,54 @@ def build_app(settings: Settings, publisher: Publisher) -> web.Application:
 
         app.router.add_post(f"/v1/{endpoint}", handler)
         app.router.add_route("OPTIONS", f"/v1/{endpoint}", handler)
+    for short, endpoint in intake.SHORT_PATHS.items():  # analytics.js 2.0: /v1/t, /v1/b, ...
+
+        async def short_handler(request: web.Request, endpoint: str = endpoint) -> web.Response:
+            return await collector.handle(request, endpoint)
+
+        app.router.add_post(f"/v1/{short}", short_handler)
+
+    async def rudder_beacon(request: web.Request) -> web.Response:  # sendBeacon, ?writeKey=
+        return await collector.handle(request, "batch")
+
+    app.router.add_post("/beacon/v1/batch", rudder_beacon)
+
+    async def snowplow_post(request: web.Request) -> web.Response:
+        return await collector.snowplow(request, pixel=False)
+
+    async def snowplow_pixel(request: web.Request) -> web.Response:
+        return await collector.snowplow(request, pixel=True)
+
+    app.router.add_post(SNOWPLOW_POST, snowplow_post)
+    app.router.add_get("/i", snowplow_pixel)
+
+    def public(request: web.Request) -> tuple[str, str]:
+        return sdk_config.public_host(
+            request.headers, request.host, "https" if request.secure else "http"
+        )
+
+    async def segment_settings(request: web.Request) -> web.Response:
+        write_key = request.match_info["write_key"]
+        if write_key not in settings.write_keys:
+            return json_response({"success": False, "error": "unknown write key"}, 401)
+        scheme, host = public(request)
+        response = json_response(sdk_config.segment_settings(write_key, scheme, host))
+        response.headers["Cache-Control"] = "public, max-age=300"
+        return response
+
+    async def rudder_source_config(request: web.Request) -> web.Response:
+        write_key = intake.basic_auth_user(request.headers.get("Authorization", ""))
+        write_key = write_key or request.query.get("writeKey", "")
+        if write_key not in settings.write_keys:
+            return json_response({"success": False, "error": "unknown write key"}, 401)
+        document = sdk_config.rudderstack_source_config(write_key, settings.write_keys[write_key])
+        response = json_response(document)
+        response.headers["Cache-Control"] = "private, max-age=300"
+        return response
+
+    app.router.add_get("/v1/projects/{write_key}/settings", segment_settings)
+    app.router.add_get("/sourceConfig", rudder_source_config)
+    app.router.add_get("/sourceConfig/", rudder_source_config)
 
     async def healthz(request: web.Request) -> web.Response:
         reason = await publisher.healthy()

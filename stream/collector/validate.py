@@ -49,6 +49,10 @@ class Validator:
             name: self._compile(entry["schema"]) for name, entry in index["events"].items()
         }
         self.versions: dict[str, int] = {n: e["version"] for n, e in index["events"].items()}
+        self.plans: dict[str, TrackingPlan] = {
+            path.stem: TrackingPlan(path, self._compile_schema)
+            for path in sorted((Path(schemas_dir) / "tracking_plans").glob("*.json"))
+        }
 
     @property
     def events(self) -> frozenset[str]:
@@ -78,8 +82,20 @@ class Validator:
             return [f"event could not be validated: {type(exc).__name__}"]
         return list(dict.fromkeys(reasons))
 
+    def plan_violations(self, call: Any, source: str) -> tuple[TrackingPlan | None, list[str]]:
+        """The source's tracking plan, if it has one, and how a valid call breaks it."""
+        plan = self.plans.get(source)
+        if plan is None or not isinstance(call, dict):
+            return plan, []
+        try:
+            return plan, plan.violations(call)
+        except Exception as exc:  # a plan bug must not take the collector down
+            return plan, [f"event could not be checked against the plan: {type(exc).__name__}"]
+
     def _compile(self, relative: str) -> Check:
-        schema = json.loads((self._dir / relative).read_text())
+        return self._compile_schema(json.loads((self._dir / relative).read_text()))
+
+    def _compile_schema(self, schema: Any) -> Check:
         return fastjsonschema.compile(
             schema,
             handlers={"https": self._load, "http": self._load},
@@ -95,6 +111,52 @@ class Validator:
         if not path.is_relative_to(self._dir.resolve()):
             raise fastjsonschema.JsonSchemaDefinitionException(f"$ref outside schemas: {uri!r}")
         return json.loads(path.read_text())
+
+
+class TrackingPlan:
+    """A merchant's stricter rules for one source: `schemas/tracking_plans/<source>.json`.
+
+    `events` maps a track event name to a JSON Schema for its properties (on top of
+    the default schema, which still applies); `unplanned_events: "refuse"` makes a
+    track event the plan does not list a violation. `mode: "refuse"` dead-letters a
+    violating event like an invalid one; `mode: "flag"` accepts it and records the
+    violations in `context.tracking_plan`.
+    """
+
+    MODES = ("refuse", "flag")
+
+    def __init__(self, path: Path, compile_schema: Callable[[Any], Check]) -> None:
+        try:
+            plan = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"tracking plan {path.name}: not JSON: {exc}") from None
+        self.source = path.stem
+        self.mode = plan.get("mode", "refuse")
+        self.unplanned = plan.get("unplanned_events", "allow")
+        events = plan.get("events", {})
+        if self.mode not in self.MODES:
+            raise ValueError(f"tracking plan {path.name}: mode must be refuse or flag")
+        if self.unplanned not in ("allow", "refuse"):
+            raise ValueError(f"tracking plan {path.name}: unplanned_events must be allow or refuse")
+        if not isinstance(events, dict):
+            raise ValueError(f"tracking plan {path.name}: events must map event names to schemas")
+        self._events = {name: compile_schema(schema) for name, schema in events.items()}
+
+    @property
+    def flags(self) -> bool:
+        return self.mode == "flag"
+
+    def violations(self, call: dict[str, Any]) -> list[str]:
+        event = call.get("event")
+        if call.get("type") != "track" or not isinstance(event, str):
+            return []
+        check = self._events.get(event)
+        if check is None:
+            if self.unplanned == "refuse":
+                return [f"event: {event!r} is not in the tracking plan of {self.source!r}"]
+            return []
+        properties = call.get("properties")
+        return list(dict.fromkeys(_run(check, properties or {}, "properties")))
 
 
 def _run(check: Check, data: Any, root: str) -> list[str]:
