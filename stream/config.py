@@ -74,6 +74,9 @@ class Settings:
     admin_token: str = ""
     # Operations.
     log_level: str = "INFO"
+    # A clean stop of `clickstream run` waits this long, at most, for what was accepted
+    # to be processed and stored (the embedded broker loses the rest); 0 = no wait.
+    stop_drain_s: float = 30.0
     schemas_dir: Path = REPO_ROOT / "schemas"
 
     def __repr__(self) -> str:  # secrets masked
@@ -310,6 +313,7 @@ ENV: dict[str, tuple[str, object]] = {
     "CLICKSTREAM_EVENTS_TTL_DAYS": ("events_ttl_days", _int(0, 36500)),
     "CLICKSTREAM_ADMIN_TOKEN": ("admin_token", _str),
     "CLICKSTREAM_LOG_LEVEL": ("log_level", _log_level),
+    "CLICKSTREAM_STOP_DRAIN_SECONDS": ("stop_drain_s", _float(0.0, 3600.0)),
     "CLICKSTREAM_SCHEMAS_DIR": ("schemas_dir", _path),
 }
 
