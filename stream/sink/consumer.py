@@ -122,8 +122,6 @@ class Sink:
         self.routes = rows.routes(settings)
         # Changelog topic -> processor table, when the processor's state is archived.
         self.state_topics = topics.changelog_topics(settings) if settings.archives_state else {}
-        for topic in self.state_topics:
-            self.routes[topic] = rows.PROCESSOR_STATE
         self.epoch = 0  # processor_state version epoch, taken at start
         self.writer = Writer(client, settings.database, fault or Fault.from_env())
         self.batches = Batches(settings.sink_batch_rows, settings.sink_batch_seconds)

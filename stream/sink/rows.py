@@ -652,8 +652,12 @@ ROUTES: dict[str, Table] = {
 
 
 def routes(settings: Settings) -> dict[str, Table]:
-    """Topic as named on the broker (prefix included) -> table."""
-    return {settings.topic(name): table for name, table in ROUTES.items()}
+    """Topic as named on the broker (prefix included) -> table; with the processor's
+    state archived (Settings.archives_state), its changelog topics -> processor_state."""
+    out = {settings.topic(name): table for name, table in ROUTES.items()}
+    if settings.archives_state:
+        out.update(dict.fromkeys(topics.changelog_topics(settings), PROCESSOR_STATE))
+    return out
 
 
 def to_row(table: Table, value: bytes | None, origin: Origin) -> tuple[Table, tuple]:

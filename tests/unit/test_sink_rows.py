@@ -241,7 +241,11 @@ def test_every_topic_but_the_processors_own_has_a_table():
     settings = config.load({"CLICKSTREAM_TOPIC_PREFIX": "dev."})
     routes = rows.routes(settings)
     internal = {topics.CONTROL, topics.IDENTITIES}
-    assert set(routes) == {f"dev.{t}" for t in topics.ALL if t not in internal}
+    changelogs = set(topics.changelog_topics(settings))  # the processor's state, archived
+    assert set(routes) == {f"dev.{t}" for t in topics.ALL if t not in internal} | changelogs
+    assert all(routes[t] is rows.PROCESSOR_STATE for t in changelogs)
+    external = config.load({"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"})  # durable changelogs
+    assert not set(topics.changelog_topics(external)) & set(rows.routes(external))
     assert routes["dev.journey.customers"] is rows.CUSTOMERS
     assert routes["dev.journey.metrics"] is rows.JOURNEY_METRICS_1M
 
