@@ -3,7 +3,10 @@
 Each tool is looked up on PATH. Missing ones are installed with apt-get when this runs
 as root on a Debian-like machine (one `apt-get update`, one `apt-get install`); no
 service is started by the install. Prints one line per tool: present, installed, or
-could not install (reason). Never fails: a test needing a missing tool skips and says why.
+could not install (reason). Then the browser SDKs the drop-in tests load
+(tests/browser/npm: `npm ci` from the committed package-lock.json) when node_modules
+is missing or older than the lock file. Never fails: a test needing a missing tool
+skips and says why.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ TOOLS = {
     "promtool": "prometheus",
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
+    "node": "nodejs",
+    "npm": "npm",
 }
 # Debian's prometheus package would start a server on :9090 on install.
 SERVICES = ("prometheus",)
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 APT_TIMEOUT_S = 1200
+NPM_DIR = Path(__file__).resolve().parent / "browser" / "npm"
+NPM_TIMEOUT_S = 600
 
 
 def missing_tools() -> list[str]:
@@ -91,6 +98,31 @@ def stop_services(packages: list[str]) -> None:
             subprocess.run(command, capture_output=True, timeout=60, check=False)
 
 
+def npm_packages() -> str:
+    """`npm ci` in tests/browser/npm when node_modules is missing or stale; one line."""
+    lock, stamp = NPM_DIR / "package-lock.json", NPM_DIR / "node_modules" / ".package-lock.json"
+    if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime:
+        return "npm packages: present (tests/browser/npm/node_modules)"
+    npm = shutil.which("npm")
+    if npm is None:
+        return "npm packages: could not install (no npm on PATH)"
+    try:
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
+            cwd=NPM_DIR,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=NPM_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return f"npm packages: could not install (npm ci took more than {NPM_TIMEOUT_S} s)"
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        return f"npm packages: could not install ({lines[-1] if lines else done.returncode})"
+    return "npm packages: installed (tests/browser/npm/node_modules)"
+
+
 def main() -> int:
     missing = missing_tools()
     reason = None
@@ -106,6 +138,7 @@ def main() -> int:
             print(f"{tool}: installed ({path})")
         else:
             print(f"{tool}: could not install ({reason or 'not on PATH after install'})")
+    print(npm_packages())
     return 0
 
 

@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 NPM = Path(__file__).resolve().parent / "npm" / "node_modules"
 SEGMENT_KEY, RUDDER_KEY, SNOWPLOW_APP = "segment-write-key", "rudder-write-key", "shop-web"
+# The same snippets with one load option more, on sources of their own.
+SEGMENT_BATCH_KEY, RUDDER_BEACON_KEY = "segment-batch-key", "rudder-beacon-key"
 # Where the README's snippets load each SDK from on the shop -> the npm package's file.
 SDK_FILES = {
     "/js/segment/standalone.js": "@segment/analytics-next/dist/umd/standalone.js",
@@ -167,14 +169,34 @@ def shop(npm_packages):
 def pipeline(tmp_path_factory, shop):
     running = start_pipeline(
         tmp_path_factory.mktemp("sdk-dropin"),
-        CLICKSTREAM_WRITE_KEYS=f"{SEGMENT_KEY}:segment,{RUDDER_KEY}:rudderstack",
+        CLICKSTREAM_WRITE_KEYS=(
+            f"{SEGMENT_KEY}:segment,{RUDDER_KEY}:rudderstack,"
+            f"{SEGMENT_BATCH_KEY}:segment_batch,{RUDDER_BEACON_KEY}:rudder_beacon"
+        ),
         CLICKSTREAM_SNOWPLOW_APP_IDS=f"{SNOWPLOW_APP}:snowplow",
         CLICKSTREAM_CORS_ORIGINS=shop.origin,
     )
     for sdk in WALKS:
         shop.pages[f"/{sdk}.html"] = page_html(sdk, running.collector, shop.origin)
+    segment = page_html("segment", running.collector, shop.origin)
+    batching = '{integrations: {"Segment.io": {deliveryStrategy: {strategy: "batching", config: {size: 4, timeout: 300}}}}}'
+    shop.pages["/segment-batch.html"] = segment.replace(
+        f'analytics.load("{SEGMENT_KEY}");', f'analytics.load("{SEGMENT_BATCH_KEY}", {batching});'
+    ).replace(f'analytics._writeKey="{SEGMENT_KEY}"', f'analytics._writeKey="{SEGMENT_BATCH_KEY}"')
+    rudder = page_html("rudderstack", running.collector, shop.origin)
+    shop.pages["/rudder-beacon.html"] = rudder.replace(
+        f'rudderanalytics.load("{RUDDER_KEY}"', f'rudderanalytics.load("{RUDDER_BEACON_KEY}"'
+    ).replace("configUrl:", "useBeacon: true, configUrl:")
+    shop.pages["/pixel.html"] = PIXEL_PAGE.format(collector=running.collector)
     yield running
     running.stop()
+
+
+PIXEL_ID = "pixel-visitor-1"
+PIXEL_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>No-JS shop</title></head>
+<body><img id="pixel" alt="" width="1" height="1"
+ src="{collector}/i?e=pv&amp;aid=shop-web&amp;p=web&amp;tv=no-js-0.2.0&amp;duid=pixel-visitor-1&amp;eid=5d2f6f1c-1b0e-4c55-9d0a-3a1c2b4d5e6f&amp;url=https%3A%2F%2Fshop.example%2Fnojs&amp;page=No-JS%20shop">
+</body></html>"""
 
 
 class Visit:
@@ -319,3 +341,101 @@ def test_one_row_per_message_id(pipeline, visits):
             f"WHERE source = '{sdk}'"
         )
         assert count == unique, sdk
+
+
+def test_snowplow_pixel_from_a_plain_img(browser, shop, pipeline):
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"{shop.origin}/pixel.html")
+        page.wait_for_function("document.getElementById('pixel').complete")
+        assert page.evaluate("document.getElementById('pixel').naturalWidth") == 1
+    finally:
+        context.close()
+    pipeline.wait_for(
+        "SELECT type, anonymous_id, path, title FROM clickstream.events FINAL "
+        f"WHERE source = 'snowplow' AND anonymous_id = '{PIXEL_ID}'",
+        [["page", PIXEL_ID, "/nojs", "No-JS shop"]],
+    )
+
+
+def test_segment_batching_and_retries_after_lost_answers(browser, shop, pipeline):
+    """analytics.js batching to /v1/b; the first two answers are lost after the collector
+    stored the batch (the browser sees a network error), so the SDK sends it again."""
+    context = browser.new_context()
+    page = context.new_page()
+    lost: list[str] = []
+
+    def lose_answer(route) -> None:
+        if len(lost) < 2:
+            route.fetch()  # the collector gets and stores the batch ...
+            lost.append(route.request.url)
+            route.abort()  # ... and its answer never arrives
+        else:
+            route.continue_()
+
+    page.route("**/v1/b", lose_answer)
+    try:
+        page.goto(f"{shop.origin}/segment-batch.html")
+        page.wait_for_function(READY["segment"], timeout=15_000)
+        anonymous_id = page.evaluate(ANONYMOUS_ID["segment"])
+        page.evaluate(f"() => {{ {WALKS['segment']} }}")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(lost) < 2:
+            page.wait_for_timeout(250)
+        page.wait_for_timeout(4_000)  # the retries' backoff
+    finally:
+        context.close()
+    assert len(lost) == 2, lost
+    got = wait_rows(pipeline, "segment_batch", EXPECTED["segment"])
+    assert {r[2] for r in got} == {anonymous_id}
+    [[count, unique]] = pipeline.sql(
+        "SELECT count(), uniqExact(message_id) FROM clickstream.events FINAL "
+        "WHERE source = 'segment_batch'"
+    )
+    assert count == unique == len(got), (count, unique, len(got))
+
+
+def test_rudderstack_send_beacon(browser, shop, pipeline):
+    """useBeacon: the SDK queues events and sends them with navigator.sendBeacon to
+    /beacon/v1/batch?writeKey=..., text/plain, flushed at the latest when the page goes."""
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"{shop.origin}/rudder-beacon.html")
+        page.wait_for_function(READY["rudderstack"], timeout=15_000)
+        anonymous_id = page.evaluate(ANONYMOUS_ID["rudderstack"])
+        page.evaluate(f"() => {{ {WALKS['rudderstack']} }}")
+        page.wait_for_timeout(1_000)
+        page.goto("about:blank")  # pagehide: the beacon queue flushes
+    finally:
+        context.close()
+    got = wait_rows(pipeline, "rudder_beacon", EXPECTED["rudderstack"])
+    assert {r[2] for r in got} == {anonymous_id}
+
+
+def test_snowplow_page_pings_are_engaged_time(browser, shop, pipeline):
+    """enableActivityTracking({minimumVisitLength: 10, heartbeatDelay: 10}) of the README
+    snippet: after 10 s of activity the tracker pings; each ping is a Page Ping of
+    CLICKSTREAM_SNOWPLOW_HEARTBEAT_SECONDS (10) engaged seconds, as tracker.js's are."""
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"{shop.origin}/snowplow.html")
+        page.wait_for_function(READY["snowplow"], timeout=15_000)
+        anonymous_id = page.evaluate(ANONYMOUS_ID["snowplow"])
+        deadline = time.monotonic() + 12.5
+        x = 0
+        while time.monotonic() < deadline:
+            x = (x + 37) % 400
+            page.mouse.move(100 + x, 200 + x // 2)
+            page.wait_for_timeout(150)
+        page.wait_for_timeout(1_500)
+    finally:
+        context.close()
+    pipeline.wait_for(
+        "SELECT event, JSONExtractFloat(properties, 'engaged_seconds') FROM clickstream.events "
+        f"FINAL WHERE source = 'snowplow' AND anonymous_id = '{anonymous_id}' "
+        "AND event = 'Page Ping' LIMIT 1",
+        [["Page Ping", 10]],
+    )
