@@ -115,6 +115,8 @@ class Shop:
                 path = self.path.split("?")[0]
                 if path in shop.pages:
                     self._send(shop.pages[path].encode(), "text/html; charset=utf-8")
+                elif path == "/favicon.ico":
+                    self._send(b"", "image/x-icon")
                 elif path in SDK_FILES:
                     self._send((NPM / SDK_FILES[path]).read_bytes(), "application/javascript")
                 else:
@@ -228,6 +230,7 @@ def walk(browser, shop: Shop, sdk: str) -> Visit:
     page.on("pageerror", lambda exc: visit.errors.append(str(exc)))
     page.on("console", lambda msg: visit.console.append(f"{msg.type}: {msg.text}"))
     page.on("requestfailed", lambda r: visit.failed.append(f"{r.url} {r.failure}"))
+    page.on("response", lambda r: r.status >= 400 and visit.failed.append(f"{r.status} {r.url}"))
     try:
         page.goto(f"{shop.origin}/{sdk}.html")
         page.wait_for_function(READY[sdk], timeout=15_000)
@@ -311,6 +314,9 @@ def test_every_call_arrives_with_ids_and_properties(pipeline, visits, sdk):
     assert visit.anonymous_id, visit.console
     got = wait_rows(pipeline, sdk, EXPECTED[sdk])
     assert not visit.errors, visit.errors
+    # nothing refused (CORS, 4xx) and nothing fetched from the SDK vendors' hosts
+    assert not visit.failed, visit.failed
+    assert not [c for c in visit.console if c.startswith("error")], visit.console
     assert {r[2] for r in got} == {visit.anonymous_id}, got
     by_name = {(r[1] or r[0]): r for r in got}
     user = f"user-{sdk}"

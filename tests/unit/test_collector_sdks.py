@@ -86,7 +86,8 @@ def call(kind: str = "track", **fields) -> dict:
 
 
 async def test_segment_short_paths_with_text_plain_and_basic_auth(collector):
-    for short, kind in [("t", "track"), ("p", "page"), ("i", "identify"), ("g", "group")]:
+    shorts = [("t", "track"), ("p", "page"), ("i", "identify"), ("g", "group"), ("s", "screen")]
+    for short, kind in shorts:
         body = call(kind, messageId=f"ajs-{short}", writeKey=KEY, groupId="acme")
         response = await collector.post(
             f"/v1/{short}",
@@ -95,11 +96,15 @@ async def test_segment_short_paths_with_text_plain_and_basic_auth(collector):
         )
         assert response.status == 200, await response.text()
         assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    alias = {"type": "alias", "userId": "u1", "previousId": "anon-1", "messageId": "ajs-a"}
+    response = await collector.post("/v1/a", data=orjson.dumps(alias), headers=auth())
+    assert response.status == 200, await response.text()
     batch = {"batch": [call(messageId="b1"), call("page", messageId="b2")], "writeKey": KEY}
     response = await collector.post("/v1/b", data=orjson.dumps(batch), headers=auth())
     assert (await response.json())["accepted"] == 2
     events = collector.publisher.events
-    assert [e["type"] for e in events] == ["track", "page", "identify", "group", "track", "page"]
+    kinds = ["track", "page", "identify", "group", "screen", "alias", "track", "page"]
+    assert [e["type"] for e in events] == kinds
     assert {e["source"] for e in events} == {"shop"}
 
 
