@@ -37,6 +37,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
 from stream import topics
@@ -49,6 +50,12 @@ log = logging.getLogger(__name__)
 BLOCK = 5_000  # records produced before waiting for their acknowledgements
 PROGRESS_AFTER_S = 1.0
 ENV = "CLICKSTREAM_STATE_ARCHIVE"
+# Every table's keys sit in the partition the default partitioner gives them (the
+# windows keys are chosen to, per partition count: app.partition_key). When
+# CLICKSTREAM_PARTITIONS changed since a value was archived, these tables' values move
+# to their key's new partition (where the key's events now arrive); any other table's
+# are left out (a metric window accumulates one partition's events).
+REHOMED_BY_KEY = frozenset({"visitors", "people"})
 
 
 @dataclass
@@ -57,7 +64,8 @@ class Report:
     produced: Counter = field(default_factory=Counter)  # table -> records produced
     undecodable: Counter = field(default_factory=Counter)  # table -> values skipped
     dropped: Counter = field(default_factory=Counter)  # table -> rebase() said None
-    out_of_range: int = 0  # stored partition >= CLICKSTREAM_PARTITIONS
+    out_of_range: int = 0  # partition count changed, table not keyed by hash: left out
+    rehomed: int = 0  # partition count changed: produced to the key's new partition
     unknown_table: int = 0  # a table no longer in topics.TABLES
     seconds: float = 0.0
     skipped: str = ""  # why nothing was restored
@@ -75,9 +83,11 @@ class Report:
         if problems:
             text += (
                 f"; skipped {sum(self.undecodable.values())} undecodable, "
-                f"{self.out_of_range} with a partition beyond CLICKSTREAM_PARTITIONS, "
+                f"{self.out_of_range} archived under another CLICKSTREAM_PARTITIONS, "
                 f"{self.unknown_table} of unknown tables"
             )
+        if self.rehomed:
+            text += f"; {self.rehomed} moved to their key's partition (partition count changed)"
         return text
 
 
@@ -143,9 +153,13 @@ async def restore(settings: Settings, client, *, block: int = BLOCK, console=Non
                     if topic is None:
                         report.unknown_table += 1
                         continue
-                    if partition >= settings.partitions:
-                        report.out_of_range += 1
-                        continue
+                    home = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+                    if home != partition:  # archived under another partition count
+                        if table not in REHOMED_BY_KEY:
+                            report.out_of_range += 1
+                            continue
+                        partition = home
+                        report.rehomed += 1
                     try:
                         value = rebase(table, value)
                     except Exception as exc:  # noqa: BLE001 - one bad value never stops a restore
@@ -267,6 +281,7 @@ def main(settings: Settings) -> int:
             "archived": report.archived,
             "undecodable": dict(report.undecodable),
             "out_of_range": report.out_of_range,
+            "rehomed": report.rehomed,
             "seconds": round(report.seconds, 3),
         },
     )

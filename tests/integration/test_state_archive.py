@@ -9,6 +9,7 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
 from stream import topics
@@ -21,6 +22,14 @@ from stream.sink.consumer import Sink
 from tests.integration.test_sink import wait_committed
 
 pytestmark = pytest.mark.integration
+
+
+def home(key: bytes, partitions: int = 4) -> int:
+    """The key's partition (the default partitioner), as the processor writes it."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+WINDOWS_0 = next(k for i in range(100) if home(k := f"windows-0-{i}".encode()) == 0)
 
 
 def state(visitor: str, version: int, offsets: dict[int, int]) -> bytes:
@@ -95,12 +104,12 @@ async def test_the_sink_archives_changelog_records_and_restore_reseeds_a_fresh_b
     await asyncio.to_thread(migrate.apply, ch_client, settings)
 
     first = [
-        ("visitors", 1, b"v1", state("v1", 1, {1: 10})),
-        ("visitors", 1, b"v1", state("v1", 2, {1: 11})),
-        ("visitors", 2, b"v2", state("v2", 1, {2: 5})),
-        ("visitors", 3, b"gone", state("gone", 1, {3: 1})),
-        ("windows", 0, b"windows-0-0", b"\x00\xffraw window bytes"),
-        ("people", 2, b"u1", b'[1,"u1",[]]'),
+        ("visitors", home(b"v1"), b"v1", state("v1", 1, {1: 10})),
+        ("visitors", home(b"v1"), b"v1", state("v1", 2, {1: 11})),
+        ("visitors", home(b"v2"), b"v2", state("v2", 1, {2: 5})),
+        ("visitors", home(b"gone"), b"gone", state("gone", 1, {3: 1})),
+        ("windows", 0, WINDOWS_0, b"\x00\xffraw window bytes"),
+        ("people", home(b"u1"), b"u1", b'[1,"u1",[]]'),
     ]
     ends = await send(settings, first)
     sink = Sink(settings, ch_client, session_timeout_ms=1500)
@@ -110,14 +119,14 @@ async def test_the_sink_archives_changelog_records_and_restore_reseeds_a_fresh_b
     await sink.stop()
     rows = archived(ch_client, db)
     assert decode_state(rows[("visitors", b"v1")][1]).version == 2
-    assert rows[("windows", b"windows-0-0")][1] == b"\x00\xffraw window bytes"
-    assert rows[("visitors", b"v1")][0] == 1  # partition
+    assert rows[("windows", WINDOWS_0)][1] == b"\x00\xffraw window bytes"
+    assert rows[("visitors", b"v1")][0] == home(b"v1")  # partition
 
     # Same broker life: more records, a tombstone; a second sink instance (new epoch)
     # reads everything again from the group's commit, then the new records.
     more = [
-        ("visitors", 3, b"gone", None),
-        ("visitors", 1, b"v1", state("v1", 3, {1: 12})),
+        ("visitors", home(b"gone"), b"gone", None),
+        ("visitors", home(b"v1"), b"v1", state("v1", 3, {1: 12})),
     ]
     ends = await send(settings, more)
     again = Sink(settings, ch_client, session_timeout_ms=1500)
@@ -137,9 +146,16 @@ async def test_the_sink_archives_changelog_records_and_restore_reseeds_a_fresh_b
     assert len(rows) == 4
 
     # An undecodable visitors value is archived as it is; restore skips and counts it.
+    # Values archived under another partition count: a visitor moves to its key's
+    # partition, a metric window (one partition's accumulator) is left out.
+    moved = next(k for i in range(100) if home(k := f"m{i}".encode()) != home(k, 8))
     ch_client.insert(
         f"{db}.processor_state",
-        [["visitors", 0, b"bad", b"not a state", 0, 1, 0]],
+        [
+            ["visitors", home(b"bad"), b"bad", b"not a state", 0, 1, 0],
+            ["visitors", home(moved, 8), moved, state(moved.decode(), 1, {}), 0, 1, 0],
+            ["windows", 5, b"windows-5-0", b"[1]", 0, 1, 0],
+        ],
         column_names=[
             "table_name",
             "partition",
@@ -161,20 +177,23 @@ async def test_the_sink_archives_changelog_records_and_restore_reseeds_a_fresh_b
     await create_topics(fresh)
     report = await restore(fresh, ch_client, block=2)
     assert not report.skipped
-    assert dict(report.produced) == {"visitors": 2, "windows": 1, "people": 1}
+    assert dict(report.produced) == {"visitors": 3, "windows": 1, "people": 1}
     assert dict(report.undecodable) == {"visitors": 1}
-    seeded = await read_all(fresh)
-    assert [(t, p, k) for t, p, k, _ in seeded] == [
-        ("people", 2, b"u1"),
-        ("visitors", 1, b"v1"),
-        ("visitors", 2, b"v2"),
-        ("windows", 0, b"windows-0-0"),
-    ]
-    v1 = decode_state(seeded[1][3])
+    assert (report.rehomed, report.out_of_range) == (1, 1)
+    seeded = {(t, k): (p, v) for t, p, k, v in await read_all(fresh)}
+    assert {key: p for key, (p, _) in seeded.items()} == {
+        ("people", b"u1"): home(b"u1"),
+        ("visitors", b"v1"): home(b"v1"),
+        ("visitors", b"v2"): home(b"v2"),
+        ("visitors", moved): home(moved),
+        ("windows", WINDOWS_0): 0,
+    }
+    v1 = decode_state(seeded[("visitors", b"v1")][1])
     assert (v1.version, v1.offsets, v1.stage) == (3, {}, "purchase")
-    assert seeded[0][3] == b'[1,"u1",[]]' and seeded[3][3] == b"\x00\xffraw window bytes"
+    assert seeded[("people", b"u1")][1] == b'[1,"u1",[]]'
+    assert seeded[("windows", WINDOWS_0)][1] == b"\x00\xffraw window bytes"
 
     # The changelog is no longer empty: a second restore does nothing.
     report = await restore(fresh, ch_client)
     assert report.skipped.startswith("the changelog topics already hold records")
-    assert len(await read_all(fresh)) == 4
+    assert len(await read_all(fresh)) == 5
