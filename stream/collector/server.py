@@ -144,23 +144,34 @@ class Collector:
             except snowplow.SnowplowError as exc:
                 raise IntakeError(400, str(exc), "bad_shape") from None
         apps = self.settings.snowplow_app_ids
+        known = [apps[a] for a in map(snowplow.app_id, events) if a in apps]
+        if not known:  # nothing in the request is authorised: refuse it whole
+            app = next((a for a in map(snowplow.app_id, events) if a), "")
+            raise IntakeError(
+                401,
+                f"app id {app[:100]!r} is not allowed: list it in CLICKSTREAM_SNOWPLOW_APP_IDS"
+                if app
+                else "missing app id (aid): set appId in newTracker",
+                "bad_app_id",
+            )
         by_source: dict[str, list[int]] = {}
+        refused: dict[int, list[str]] = {}
         for index, event in enumerate(events):
             app = snowplow.app_id(event)
-            if app not in apps:
-                raise IntakeError(
-                    401,
-                    f"app id {app[:100]!r} is not allowed: list it in CLICKSTREAM_SNOWPLOW_APP_IDS"
-                    if app
-                    else "missing app id (aid): set appId in newTracker",
-                    "bad_app_id",
-                )
-            by_source.setdefault(apps[app], []).append(index)
+            if app in apps:
+                by_source.setdefault(apps[app], []).append(index)
+            else:  # next to authorised events: a dead letter of the request's first source
+                by_source.setdefault(known[0], []).append(index)
+                refused[index] = [f"aid: app id {app[:100]!r} is not allowed for this source"]
         total: dict[str, Any] = {"success": True, "accepted": 0, "rejected": 0}
         for source, indexes in by_source.items():
             calls: list[intake.Call] = []
             failed: dict[int, list[str]] = {}
             for index in indexes:
+                if index in refused:
+                    failed[index] = refused[index]
+                    calls.append(intake.Call(index, events[index], intake.size_of(events[index])))
+                    continue
                 try:
                     call = snowplow.translate(
                         events[index],
@@ -280,7 +291,9 @@ def dead_letter(payload: Any, reasons: list[str], source: str, received_at: int)
         text = orjson.dumps(payload).decode()
     except TypeError:
         text = repr(payload)
-    message_id = payload.get("messageId") if isinstance(payload, dict) else None
+    message_id = (  # Snowplow's event id is `eid`
+        payload.get("messageId") or payload.get("eid") if isinstance(payload, dict) else None
+    )
     if not isinstance(message_id, str) or not message_id:
         message_id = derive_message_id(payload, source)
     return InvalidRecord(

@@ -13,9 +13,12 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.collector import snowplow
 from stream.collector.server import build_app
+from stream.collector.validate import Validator
 from stream.config import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.unit
@@ -265,3 +268,70 @@ async def test_snowplow_bad_event_is_dead_lettered_with_its_original(collector):
     assert json.loads(dead["payload"])["ue_px"] == "%%%"
     response = await collector.post("/com.snowplowanalytics.snowplow/tp2", json={"data": 1})
     assert response.status == 400
+
+
+async def test_snowplow_unlisted_app_ids_next_to_listed_ones_are_dead_letters(collector):
+    body = fixture("tp2_journey.json")
+    body["data"][1]["aid"] = "someone-else"
+    del body["data"][2]["aid"]
+    response = await collector.post("/com.snowplowanalytics.snowplow/tp2", json=body)
+    answer = await response.json()
+    assert response.status == 200
+    assert (answer["accepted"], answer["rejected"]) == (len(body["data"]) - 2, 2)
+    assert [e["index"] for e in answer["errors"]] == [1, 2]
+    assert [d["message_id"] for d in collector.publisher.invalid] == [
+        body["data"][1]["eid"],
+        body["data"][2]["eid"],
+    ]
+
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20))
+FIELDS = st.sampled_from(
+    [
+        "e",
+        "eid",
+        "aid",
+        "duid",
+        "uid",
+        "nuid",
+        "dtm",
+        "stm",
+        "ttm",
+        "url",
+        "refr",
+        "page",
+        "se_ac",
+        "se_ca",
+        "se_va",
+        "ue_pr",
+        "ue_px",
+        "co",
+        "cx",
+        "tr_tt",
+        "ti_qu",
+        "vid",
+        "pp_mix",
+    ]
+)
+EVENT_TYPES = st.sampled_from(["pv", "pp", "se", "ue", "tr", "ti", "xx", ""])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    kind=EVENT_TYPES,
+    fields=st.dictionaries(
+        FIELDS, st.one_of(SCALARS, st.dictionaries(st.text(max_size=5), SCALARS))
+    ),
+)
+def test_snowplow_translation_only_ever_gives_a_reason(kind, fields):
+    """Any event, however odd, becomes a call or a SnowplowError: never another exception,
+    and the call it becomes is validated like any other (reasons, not errors)."""
+    event = {"e": kind, **fields} if "e" not in fields else fields
+    try:
+        call = snowplow.translate(event, heartbeat_s=10)
+    except snowplow.SnowplowError:
+        return
+    assert isinstance(VALIDATOR.validate(call), list)
+
+
+VALIDATOR = Validator(REPO_ROOT / "schemas")
