@@ -1,5 +1,10 @@
 """The collector: Segment-compatible tracking API over HTTP, publishing to Kafka.
 
+Browser trackers work unchanged: analytics.js 2.0's short paths (`/v1/t`, `/v1/b`, ...)
+and its settings document, RudderStack JS v3's `/sourceConfig` and beacon batch, and
+Snowplow's tracker protocol (`snowplow.py`); preflights are answered for the headers
+they ask for, to configured origins only.
+
 Each request is decoded and authenticated as a whole (intake), then each event is
 validated on its own: valid events go to `clickstream.events`, invalid ones to
 `clickstream.invalid` with their reasons. The response is sent only after Kafka has
