@@ -53,6 +53,8 @@ class Settings:
     session_timeout_s: int = 1800
     session_max_s: int = 86400
     allowed_lateness_s: int = 300
+    # Arrival-time silence that closes a visitor's sessions; 0 = timeout + lateness.
+    idle_close_s: int = 0
     lapse_days: int = 90
     # A visitor's state is dropped after this long without an event (event time), so
     # memory stays bounded; the visitor's last snapshot stays in ClickHouse.
@@ -303,6 +305,7 @@ ENV: dict[str, tuple[str, object]] = {
     "CLICKSTREAM_SESSION_TIMEOUT_SECONDS": ("session_timeout_s", _int(60, 86400)),
     "CLICKSTREAM_SESSION_MAX_SECONDS": ("session_max_s", _int(600, 7 * 86400)),
     "CLICKSTREAM_ALLOWED_LATENESS_SECONDS": ("allowed_lateness_s", _int(0, 86400)),
+    "CLICKSTREAM_IDLE_CLOSE_SECONDS": ("idle_close_s", _int(0, 30 * 86400)),
     "CLICKSTREAM_LAPSE_DAYS": ("lapse_days", _int(1, 3650)),
     "CLICKSTREAM_STATE_TTL_DAYS": ("state_ttl_days", _int(1, 3650)),
     "CLICKSTREAM_STATE_STORE": ("state_store", _state_store),

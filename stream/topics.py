@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aiokafka.partitioner import murmur2 as _murmur2
+
 from stream.config import Settings
 
 EVENTS = "clickstream.events"  # valid, enriched events, keyed by visitor id
 INVALID = "clickstream.invalid"  # dead letters: original payload + reasons
-CONTROL = "clickstream.control"  # session-timeout ticks, co-partitioned with EVENTS
+CONTROL = "clickstream.control"  # unused since ticks go into EVENTS itself; kept for old clusters
 STAGE_CHANGES = "journey.stage-changes"  # one record per stage transition
 SESSIONS = "journey.sessions"  # session summaries (updates and close)
 TRIGGERS = "journey.triggers"  # cart abandoned, first purchase, ...
@@ -18,13 +20,16 @@ METRICS = "journey.metrics"  # completed 1-minute metric windows
 IDENTITIES = "clickstream.identities"  # identified visitors' states, keyed by user id
 CUSTOMERS = "journey.customers"  # one person across devices, keyed by user id
 
+# Key of the tick records the processor writes into each EVENTS partition (its clock,
+# in the log); never a visitor id, which the collector requires to be non-empty text.
+TICK_KEY = b"\x00tick"
+
 PROCESSOR_APP_ID = "clickstream-processor"
 SINK_GROUP = "clickstream-sink"
 
 ALL = (
     EVENTS,
     INVALID,
-    CONTROL,
     STAGE_CHANGES,
     SESSIONS,
     TRIGGERS,
@@ -62,3 +67,9 @@ def specs(settings: Settings) -> list[TopicSpec]:
 def changelog_topics(settings: Settings) -> dict[str, str]:
     """Changelog topic as named on the broker -> its table, for every table in TABLES."""
     return {settings.topic(f"{PROCESSOR_APP_ID}-{table}-changelog"): table for table in TABLES}
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition a keyed record goes to: aiokafka's default partitioner (murmur2,
+    positive, modulo the count), which the collector and Kafka's clients use alike."""
+    return (_murmur2(key) & 0x7FFFFFFF) % partitions

@@ -27,6 +27,8 @@ MAX_DEVICES = 32  # a shared login on a kiosk must not grow one value without bo
 class Person:
     user_id: str
     devices: dict[str, VisitorState] = field(default_factory=dict)  # visitor id -> state
+    version: int = 0  # changes taken in: only grows (a sum of device versions would
+    # fall when the oldest of MAX_DEVICES devices is let go)
 
 
 def link(
@@ -41,7 +43,10 @@ def link(
     if known is not None and known.version >= device.version:
         return person, None
     # Open sessions and partition offsets are the device's business, not the person's.
-    person.devices[device.visitor_id] = replace(device, sessions=[], offsets={})
+    person.devices[device.visitor_id] = replace(
+        device, sessions=[], closed=[], counted=[], offsets={}
+    )
+    person.version += 1
     if len(person.devices) > MAX_DEVICES:
         oldest = min(person.devices.values(), key=lambda d: (d.last_seen, d.visitor_id))
         del person.devices[oldest.visitor_id]
@@ -70,18 +75,21 @@ def customer_record(person: Person, machine: StageMachine) -> dict:
         "first_referrer": merged.first_referrer,
         "first_landing_page": merged.first_landing_page,
         # Grows with every device update and only then: the ReplacingMergeTree version.
-        "version": sum(d.version for d in devices),
+        "version": person.version,
     }
 
 
 def encode_person(person: Person) -> bytes:
     devices = [orjson.Fragment(encode_state(d)) for d in person.devices.values()]
-    return bytes(memoryview(orjson.dumps([FORMAT, person.user_id, devices])))
+    data = [FORMAT, person.user_id, devices, person.version]
+    return bytes(memoryview(orjson.dumps(data)))
 
 
 def decode_person(b: bytes) -> Person:
     data = orjson.loads(b)
-    if not isinstance(data, list) or len(data) != 3 or data[0] != FORMAT:
+    if not isinstance(data, list) or len(data) not in (3, 4) or data[0] != FORMAT:
         raise ValueError(f"not a person of format {FORMAT}")
     devices = [state_from_data(row) for row in data[2]]
-    return Person(data[1], {d.visitor_id: d for d in devices})
+    # Written before the counter: start it from the sum the versions used to be.
+    version = data[3] if len(data) == 4 else sum(d.version for d in devices)
+    return Person(data[1], {d.visitor_id: d for d in devices}, version)

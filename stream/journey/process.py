@@ -6,10 +6,23 @@ from data (visitor, session start, message_id, stages), so a replay of the same
 partition yields the same records, and an offset at or below the last applied one
 is a no-op.
 
+The time model (README, "Journeys"):
+- EVENT time (`ts`, the client's clock, clamped by the collector) only places a
+  visitor's events: which session, in which order, which metric window. It is
+  compared with the same visitor's other events, never with anyone else's.
+- ARRIVAL time (`received_at`, the collector's clock, and the partition clock that
+  tick records carry in the log) decides when a visitor has gone quiet: idle sessions
+  close, buyers lapse and state expires by how long the partition has not heard from
+  the visitor (tick()). A client's clock can therefore only ever move its own journey.
+- A late event amends: it joins its open session, or reopens one of the visitor's last
+  MAX_CLOSED_KEPT closed sessions (which closes again with a higher version). Only an
+  event older than a session the state has already forgotten (`floor`) is left out.
+
 Order of work in apply(), also the order of the records it returns:
-  1. close sessions no event can join any more (latest event time - lateness),
+  1. close sessions the visitor's own later events have settled (its latest ts - lateness),
   2. lapse a buyer whose previous event is `lapse_ms` or more older than this one,
-  3. put the event in its session, record its facts (effects.py),
+  3. put the event in its session (reopening a closed one it belongs to), record its
+     facts (effects.py),
   4. move the session's and the visitor's stage (machine.py), fire triggers.
 """
 
@@ -21,6 +34,7 @@ from stream.journey import effects, records
 from stream.journey.facts import campaign, text
 from stream.journey.machine import StageMachine
 from stream.journey.state import (
+    MAX_CLOSED_KEPT,
     MAX_HISTORY,
     MAX_OPEN_SESSIONS,
     SessionState,
@@ -28,7 +42,7 @@ from stream.journey.state import (
     copy_state,
 )
 from stream.records import EventRecord
-from stream.sessionize.assign import EVICTED, choose, end_reason, is_late, reach
+from stream.sessionize.assign import EVICTED, choose, end_reason, reach
 from stream.sessionize.ids import session_id
 from stream.sessionize.rules import SessionRules
 
@@ -57,9 +71,11 @@ class Outcome:
     sessions: list[dict] = field(default_factory=list)
     triggers: list[dict] = field(default_factory=list)
     visitor: dict | None = None  # snapshot, when stage, sessions, orders or user_id changed
-    late: bool = False
+    late: bool = False  # left out: older than what the state still holds (`floor`)
     applied: bool = False
     session_id: str = ""  # the session the event went to ("" unless applied)
+    reopened: list[SessionState] = field(default_factory=list)  # closed sessions amended
+    closed: list[SessionState] = field(default_factory=list)  # sessions closed by this call
 
 
 def apply(
@@ -74,9 +90,11 @@ def apply(
     if state is not None and offset <= state.offsets.get(partition, -1):
         return Outcome(None)
     ts = int(event["ts"])
+    arrival = int(event.get("received_at") or ts)
     state = _new_visitor(event, ts) if state is None else copy_state(state)
     state.offsets[partition] = offset
-    if is_late(ts, state.last_seen, state.floor, rules):
+    state.last_arrival = max(state.last_arrival, arrival)
+    if ts < state.floor:
         state.late += 1  # the offset still advances: a replay stays a no-op
         return Outcome(state, late=True)
     out = Outcome(state, applied=True)
@@ -85,6 +103,7 @@ def apply(
     if ts - state.last_seen >= rules.lapse_ms:
         _lapse(state, machine, rules.lapse_ms, out)
     effects.identify(state, event)
+    _reopen(state, ts, campaign(event), rules, out)
     session = _session_for(state, event, ts, rules, out)
     order = effects.record(state, session, event, ts)
     _seen(state, event, ts)
@@ -108,26 +127,27 @@ def apply(
 
 def tick(
     state: VisitorState,
-    watermark_ms: int,
+    clock_ms: int,
     rules: SessionRules,
     machine: StageMachine,
     lapse_ms: int | None = None,
 ) -> Outcome:
-    """Close the sessions the partition's event-time watermark has settled; lapse buyers.
-
-    A session closes once watermark - its last event >= timeout + lateness (or its
-    24 h are over); `lapse_ms` defaults to rules.lapse_ms.
-    """
+    """The partition clock (arrival time) reached `clock_ms`: close the sessions of a
+    visitor not heard from for rules.idle_ms (timeout + lateness); lapse a buyer not heard from for
+    `lapse_ms` (default rules.lapse_ms)."""
     lapse_ms = rules.lapse_ms if lapse_ms is None else lapse_ms
-    settled_at = watermark_ms - rules.lateness_ms
-    settles = any(reach(s, rules) <= settled_at for s in state.sessions)
-    lapses = machine.can_lapse(state.stage) and watermark_ms - state.last_seen >= lapse_ms
+    quiet = clock_ms - state.last_arrival
+    settles = bool(state.sessions) and quiet >= rules.idle_ms
+    lapses = machine.can_lapse(state.stage) and quiet >= lapse_ms
     if not (settles or lapses):
         return Outcome(None)
     state = copy_state(state)
     out = Outcome(state)
     watched = _watched(state)
-    _close_settled(state, settled_at, rules, out)
+    if settles:
+        for s in list(state.sessions):
+            _close(state, s, s.ended_by or end_reason(s, rules), rules, out)
+        state.sessions = []
     if lapses:
         _lapse(state, machine, lapse_ms, out)
     state.version += 1
@@ -139,14 +159,16 @@ def tick(
 def due(
     state: VisitorState, rules: SessionRules, machine: StageMachine, lapse_ms: int | None = None
 ) -> int | None:
-    """The lowest watermark at which tick() has work for this state; None: never.
+    """The lowest partition clock (arrival ms) at which tick() has work; None: never.
 
     Lets the shell tick only the visitors that are due instead of its whole table.
     """
     lapse_ms = rules.lapse_ms if lapse_ms is None else lapse_ms
-    times = [reach(s, rules) + rules.lateness_ms for s in state.sessions]
+    times = []
+    if state.sessions:
+        times.append(state.last_arrival + rules.idle_ms)
     if machine.can_lapse(state.stage):
-        times.append(state.last_seen + lapse_ms)
+        times.append(state.last_arrival + lapse_ms)
     return min(times, default=None)
 
 
@@ -207,7 +229,7 @@ def _session_for(
     if len(state.sessions) > MAX_OPEN_SESSIONS:  # e.g. a bot switching campaign per hit
         oldest = state.sessions[1] if state.sessions[0] is s else state.sessions[0]
         state.sessions.remove(oldest)
-        _close(state, oldest, EVICTED, oldest.end + 1, out)
+        _close(state, oldest, EVICTED, rules, out)
     return s
 
 
@@ -227,11 +249,8 @@ def _device(s: SessionState, event: EventRecord) -> None:
 
 
 def _close_settled(state: VisitorState, settled_at: int, rules: SessionRules, out: Outcome) -> None:
-    """Close every session no event at or after `settled_at` can join.
-
-    From then on an event that could have joined a closed session is late: those
-    before its reach, unless a later open session takes them (floor = that start).
-    """
+    """Close every open session no event at or after `settled_at` can join (the
+    visitor's own later events settled it); it is kept, a late event can reopen it."""
     if not state.sessions:
         return
     settled = [s for s in state.sessions if reach(s, rules) <= settled_at]
@@ -239,14 +258,42 @@ def _close_settled(state: VisitorState, settled_at: int, rules: SessionRules, ou
         return
     state.sessions = [s for s in state.sessions if reach(s, rules) > settled_at]
     for s in settled:
-        after = [o.start for o in state.sessions if o.start > s.end]
-        floor = min([reach(s, rules), *after])
-        _close(state, s, s.ended_by or end_reason(s, rules), floor, out)
+        _close(state, s, s.ended_by or end_reason(s, rules), rules, out)
 
 
-def _close(state: VisitorState, s: SessionState, reason: str, floor: int, out: Outcome) -> None:
-    """Emit the final summary; events before `floor` are late from now on."""
-    state.floor = max(state.floor, floor)
+def _reopen(
+    state: VisitorState, ts: int, campaign_: tuple, rules: SessionRules, out: Outcome
+) -> None:
+    """A late event that belongs to a kept closed session brings it back (amended, it
+    closes again later with a higher version)."""
+    if not state.closed:
+        return
+    spans = sorted([*state.sessions, *state.closed], key=lambda s: s.start)
+    i, _ = choose(spans, ts, campaign_, rules)
+    if i is None or spans[i] not in state.closed:
+        return
+    s = spans[i]
+    state.closed.remove(s)
+    s.closed_as = ""
+    state.sessions = sorted([*state.sessions, s], key=lambda o: o.start)
+    out.reopened.append(s)
+
+
+def _close(
+    state: VisitorState, s: SessionState, reason: str, rules: SessionRules, out: Outcome
+) -> None:
+    """Emit the final summary and keep the session for amendments; the oldest kept one
+    beyond MAX_CLOSED_KEPT is forgotten, and events before its reach are late from
+    then on."""
+    s.closed_as = reason
+    state.closed = sorted([*state.closed, s], key=lambda o: o.start)
+    while len(state.closed) > MAX_CLOSED_KEPT:
+        gone = state.closed.pop(0)
+        # Events that the forgotten session could have taken are late from now on,
+        # up to where a session still held begins.
+        held = [o.start for o in (*state.sessions, *state.closed) if o is not s]
+        state.floor = max(state.floor, min([reach(gone, rules), *held, s.start]))
+    out.closed.append(s)
     out.sessions.append(records.session_summary(state, s, reason))
     if s.is_bot or s.orders or state.last_order_ts >= s.start:
         return  # bots get no triggers; an order since the visit began is no abandonment

@@ -27,6 +27,11 @@ def stage_change(
     }
 
 
+def is_bounce(s: SessionState) -> bool:
+    """One page view, under 10 s engaged, no interaction."""
+    return s.pageviews == 1 and s.engaged_s < 10 and s.interactions == 0
+
+
 def session_summary(state: VisitorState, s: SessionState, close_reason: str = "") -> dict:
     """A live summary when `close_reason` is "", else the final one (version + 1)."""
     closed = bool(close_reason)
@@ -42,7 +47,7 @@ def session_summary(state: VisitorState, s: SessionState, close_reason: str = ""
         "pageviews": s.pageviews,
         "events": s.events,
         "engaged_seconds": round(s.engaged_s, 3),
-        "bounce": s.pageviews == 1 and s.engaged_s < 10 and s.interactions == 0,
+        "bounce": is_bounce(s),
         "landing_page": s.landing_page,
         "exit_page": s.exit_page,
         "referrer": s.referrer,
@@ -65,7 +70,9 @@ def session_summary(state: VisitorState, s: SessionState, close_reason: str = ""
         "is_new_visitor": s.is_new,
         "closed": closed,
         "close_reason": close_reason,
-        "version": s.events + closed,
+        # Grows with every change: events, and each close (a reopened session that
+        # closes again has more events, so a higher version than its first close).
+        "version": 2 * s.events + closed,
     }
 
 

@@ -20,6 +20,8 @@ FORMAT = 1
 
 # Bounds that keep one visitor's state small (< 2 KB for a typical active visitor).
 MAX_OPEN_SESSIONS = 8
+MAX_CLOSED_KEPT = 4  # closed sessions a late event can still amend; older ones set `floor`
+MAX_COUNTED = 8  # recent metric rows the visitor was counted in (distinct visitors)
 MAX_CART_LINES = 50
 MAX_HISTORY = 16
 MAX_ORDER_IDS = 8
@@ -62,6 +64,13 @@ class SessionState:
     is_new: bool = False  # the visitor's first session
     after_purchase: bool = False  # opened after the visitor's last order
     ended_by: str = ""  # why a later session was opened instead of extending this one
+    # Metrics: the row (window start, key) the session was counted in, and what its
+    # close added there (a reopened session takes it back before it closes again).
+    window: int = 0
+    dims: tuple | None = None
+    closed_as: str = ""  # close reason, while kept closed
+    counted_bounce: bool = False
+    counted_stage: str = ""
 
     @property
     def campaign(self) -> Campaign:
@@ -102,6 +111,13 @@ class VisitorState:
     last_product: Product | None = None
     is_bot: bool = False  # of the latest event
     version: int = 0  # grows with every change: the snapshot's ReplacingMergeTree version
+    # Collector clock (received_at) of the latest applied event: idle sessions close,
+    # buyers lapse and state expires by how long the partition has not heard from
+    # the visitor on this clock, never by a client's clock.
+    last_arrival: int = 0
+    closed: list[SessionState] = field(default_factory=list)  # recently closed, by start
+    metric_dims: tuple | None = None  # latest metrics key (stage changes, triggers)
+    counted: list[tuple[int, int]] = field(default_factory=list)  # (window, key hash)
 
 
 _SESSION = tuple(f.name for f in fields(SessionState))
@@ -112,6 +128,9 @@ _I_ORDER_IDS = _VISITOR.index("order_ids")
 _I_HISTORY = _VISITOR.index("history")
 _I_CART = _VISITOR.index("cart")
 _I_PRODUCT = _VISITOR.index("last_product")
+_I_CLOSED = _VISITOR.index("closed")
+_I_DIMS = _VISITOR.index("metric_dims")
+_I_COUNTED = _VISITOR.index("counted")
 
 
 _session_row = attrgetter(*_SESSION)  # all fields as a tuple, in declared order
@@ -130,6 +149,8 @@ def copy_state(state: VisitorState) -> VisitorState:
     row[_I_ORDER_IDS] = list(state.order_ids)
     row[_I_HISTORY] = list(state.history)
     row[_I_CART] = list(state.cart)
+    row[_I_CLOSED] = [copy_session(s) for s in state.closed]
+    row[_I_COUNTED] = list(state.counted)
     return VisitorState(*row)
 
 
@@ -137,6 +158,7 @@ def encode_state(state: VisitorState) -> bytes:
     row = list(_visitor_row(state))
     row[_I_OFFSETS] = [[p, o] for p, o in state.offsets.items()]
     row[_I_SESSIONS] = [_session_row(s) for s in state.sessions]
+    row[_I_CLOSED] = [_session_row(s) for s in state.closed]
     # Copied to an exact-size object: orjson's result keeps its ~8 KB write buffer
     # (measured: 8,245 B of RSS per 756-byte value, 885 B once copied), and this value
     # lives in the visitor table for as long as the visitor does.
@@ -155,9 +177,22 @@ def state_from_data(data: Any) -> VisitorState:
     if len(row) > len(_VISITOR):
         raise ValueError("visitor state written by a newer format")
     row[_I_OFFSETS] = {int(p): int(o) for p, o in row[_I_OFFSETS]}
-    row[_I_SESSIONS] = [SessionState(*s) for s in row[_I_SESSIONS]]
+    row[_I_SESSIONS] = [_session(s) for s in row[_I_SESSIONS]]
+    if len(row) > _I_CLOSED:
+        row[_I_CLOSED] = [_session(s) for s in row[_I_CLOSED]]
+    if len(row) > _I_DIMS and row[_I_DIMS] is not None:
+        row[_I_DIMS] = tuple(row[_I_DIMS])
+    if len(row) > _I_COUNTED:
+        row[_I_COUNTED] = [tuple(c) for c in row[_I_COUNTED]]
     row[_I_HISTORY] = [tuple(h) for h in row[_I_HISTORY]]
     row[_I_CART] = [tuple(line) for line in row[_I_CART]]
     if row[_I_PRODUCT] is not None:
         row[_I_PRODUCT] = tuple(row[_I_PRODUCT])
     return VisitorState(*row)
+
+
+def _session(data: list) -> SessionState:
+    s = SessionState(*data)
+    if s.dims is not None:
+        s.dims = tuple(s.dims)
+    return s

@@ -1,14 +1,14 @@
-"""Live windowed journey metrics: pure accumulation per partition, rates from sums."""
+"""Live windowed journey metrics: increments per row from journey outcomes, rates from sums."""
 
 from stream.metrics.figures import FIGURES, WINDOW_MS, window_of
-from stream.metrics.windows import SETTLE_MS, WindowAccumulator, metric_row_key, settle_ms
+from stream.metrics.windows import Delta, MetricRow, PartitionRecord, metric_row_key
 
 __all__ = [
     "FIGURES",
-    "SETTLE_MS",
     "WINDOW_MS",
-    "WindowAccumulator",
+    "Delta",
+    "MetricRow",
+    "PartitionRecord",
     "metric_row_key",
-    "settle_ms",
     "window_of",
 ]

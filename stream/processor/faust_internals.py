@@ -1,5 +1,8 @@
-"""Changes to faust-streaming's behaviour, all here, pinned to the version they were
-written for, switchable off with CLICKSTREAM_FAUST_PATCHES=0.
+"""Every touch of faust-streaming's and aiokafka's private API, all here, each with its
+reason, checked against faust-streaming 0.15.3 and aiokafka 0.14.0.
+
+Part 1, changes to Faust's behaviour (switchable off with CLICKSTREAM_FAUST_PATCHES=0,
+for comparisons only; the processor refuses to run on the embedded broker without 1):
 
 1. True high watermarks for table recovery. Faust asks ListOffsets(LATEST) where a
    changelog ends; the embedded broker (Tansu) answers with the base offset + 1 of the
@@ -17,6 +20,20 @@ written for, switchable off with CLICKSTREAM_FAUST_PATCHES=0.
    running and flow control is open, the callback cannot block (channels put without
    waiting), so it is awaited directly; otherwise Faust's path runs unchanged. The
    loop is Faust's `Consumer._drain_messages` with only that line changed.
+
+Part 2, private calls the processor's batch step makes (no public API does these):
+- `seek`: aiokafka's seek is not thread-safe and Faust runs the consumer in a thread
+  (`Consumer.seek_wait`); Faust's fetcher also drops records below its own read offset
+  (`Consumer._read_offset`), which a seek back must lower.
+- `commit`: the agent commits exactly the offsets whose state is acknowledged
+  (`Consumer._commit`); Faust's own commit bookkeeping runs on its acks, which are off
+  for the source topics.
+- `committed`: the group's committed offset as Faust last read it.
+- `write_store`: a table's local store, written only after the changelog acknowledged
+  (`Table.data`), under the partition of the record being applied (the RocksDB store
+  files a write under Faust's current event: `faust.streams._current_event`), and the
+  changelog offset RocksDB remembers for recovery (`set_persisted_offset`).
+- `paused`: for the rebalance log (`Consumer._thread._ensure_consumer().paused()`).
 """
 
 from __future__ import annotations
@@ -32,6 +49,10 @@ log = logging.getLogger(__name__)
 FAUST_VERSION = "0.15.3"
 FETCH_MAX_WAIT_MS = 100
 _applied = False
+
+
+class RecoveryProbeError(RuntimeError):
+    """The true end of a changelog could not be read."""
 
 
 def enabled() -> bool:
@@ -70,18 +91,20 @@ async def true_end_offsets(
                 if high is not None:
                     ends[tp] = max(high, listed[tp])
                     probe.pause(tp)
-        for tp in tps:  # a partition that never answered keeps what ListOffsets said
-            ends.setdefault(tp, listed[tp])
+        missing = [tp for tp in tps if tp not in ends]
+        if missing:  # recovering short of the end would keep stale state: never do that
+            raise RecoveryProbeError(f"no fetch answered for {missing} within {timeout} s")
         return ends
     finally:
         await probe.stop()
 
 
-def apply() -> None:
-    """Install the patches once, if enabled and the Faust version is the pinned one."""
+def apply() -> bool:
+    """Install the patches once, if enabled and the Faust version is the pinned one;
+    whether they are installed."""
     global _applied
     if _applied or not enabled():
-        return
+        return _applied
     import faust
     from faust.transport.drivers import aiokafka as driver
 
@@ -91,7 +114,7 @@ def apply() -> None:
             faust.__version__,
             FAUST_VERSION,
         )
-        return
+        return False
     original = driver.AIOKafkaConsumerThread._highwaters
 
     async def _highwaters(self, partitions) -> Mapping:
@@ -117,6 +140,66 @@ def apply() -> None:
     if os.environ.get("CLICKSTREAM_FAUST_INLINE", "1") != "0":  # for A/B measurements
         consumer_module.Consumer._drain_messages = _drain_messages
     _applied = True
+    return True
+
+
+# --- part 2: private calls of the batch step ----------------------------------------
+
+
+async def seek(consumer, seeks: Mapping) -> None:
+    """Seek in the consumer's thread, and lower Faust's read offset below which its
+    fetcher drops records."""
+    await consumer.seek_wait(seeks)
+    for tp, offset in seeks.items():
+        consumer._read_offset[tp] = offset or None
+
+
+async def commit(consumer, offsets: Mapping) -> None:
+    """Commit exactly these offsets (next offset to read, per partition)."""
+    await consumer._commit(offsets)
+
+
+def committed(consumer, tp) -> int | None:
+    return consumer._committed_offset.get(tp)
+
+
+def paused(consumer) -> set:
+    return set(consumer._thread._ensure_consumer().paused())
+
+
+def write_store(table, partition_events: Mapping, writes, acked_offsets: Mapping) -> None:
+    """Put acknowledged changelog writes into the table's local store.
+
+    `writes`: (key, value or None, partition); `partition_events`: one source event per
+    partition (the RocksDB store files a write under Faust's current event);
+    `acked_offsets`: the changelog's last acknowledged offset per partition."""
+    import weakref
+
+    from faust.streams import _current_event
+    from faust.types import TP
+
+    data = table.data
+    by_partition: dict[int, list] = {}
+    for key, value, partition in writes:
+        by_partition.setdefault(partition, []).append((key, value))
+    changelog = table.changelog_topic.get_topic_name()
+    for partition, items in by_partition.items():
+        event = partition_events.get(partition)
+        token = _current_event.set(weakref.ref(event)) if event is not None else None
+        try:
+            for key, value in items:
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+            offset = acked_offsets.get(partition)
+            if offset is not None:
+                # What Faust's changelog callback does: RocksDB remembers how far its
+                # changelog partition is applied, so recovery reads only what came after.
+                data.set_persisted_offset(TP(changelog, partition), offset)
+        finally:
+            if token is not None:
+                _current_event.reset(token)
 
 
 async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - Faust's loop

@@ -10,7 +10,12 @@ SIGKILL restart test: three partitions jumping 133 offsets at once, 0.3 s after 
 The agent therefore tracks the next offset it expects per partition and, on a jump
 that no group commit explains, drops the rest of that partition's batch and seeks the
 consumer back. Records below the expected offset are re-reads of what this process
-already applied: skipped.
+already applied: skipped. The first record of a partition is checked against the
+group's committed offset (unchecked only when the group has no commit for it: it then
+starts at the log's beginning). A record is never skipped: when a seek does not bring
+the expected offset back within GIVE_UP_SECONDS, `admit` raises SkippedRecords and
+the worker stops with that error rather than move on. Everything per partition is
+dropped when the partition is revoked (`forget`).
 """
 
 from __future__ import annotations
@@ -25,9 +30,13 @@ from stream.telemetry import OFFSET_GAPS
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
-GIVE_UP_SECONDS = 30.0  # a seek that never brings the expected offset (retention deleted it)
+GIVE_UP_SECONDS = 30.0  # a seek that never brings the expected offset: stop the worker
 RESEEK_SECONDS = 1.0  # a seek can be undone by records Faust had already fetched
 STALL_SECONDS = 5.0  # records waiting on the broker and none delivered for this long
+
+
+class SkippedRecords(RuntimeError):
+    """The consumer does not deliver the next offset of a partition, even after seeks."""
 
 
 class Positions:
@@ -38,22 +47,38 @@ class Positions:
         self.sought: dict[Any, float] = {}  # tp -> when the last seek was issued
         self.moved: dict[Any, float] = {}  # tp -> when a record of it was last applied
 
-    def admit(self, events: Iterable[Any], now: float | None = None) -> tuple[list, dict]:
-        """The events to apply, in order, and the seeks to issue ({tp: offset})."""
+    def forget(self, tps: Iterable[Any]) -> None:
+        """A revoked partition: its next owner (maybe this process again) starts over."""
+        for tp in tps:
+            for table in (self.next, self.seeking, self.sought, self.moved):
+                table.pop(tp, None)
+
+    def admit(
+        self, events: Iterable[Any], now: float | None = None, assigned: Any = None
+    ) -> tuple[list, dict]:
+        """The events to apply, in order, and the seeks to issue ({tp: offset}). Events
+        of partitions not in `assigned` (when given) are left: no longer ours."""
         now = time.monotonic() if now is None else now
         keep: list = []
         seeks: dict[Any, int] = {}
         for event in events:
             message = event.message
             tp, offset = message.tp, message.offset
+            if assigned is not None and tp not in assigned:
+                continue
             expected = self.next.get(tp)
+            if expected is None:
+                expected = self.committed(tp)  # None: no commit yet, the log's start
+                if expected is not None and offset < expected:
+                    continue  # below the group's commit: applied by an earlier owner
             if expected is not None:
                 committed = self.committed(tp)
                 if committed is not None and committed > expected:
                     expected = committed  # another worker applied up to its commit
-                if offset < self.next[tp]:
+                if offset < self.next.get(tp, expected):
                     continue  # re-read of what we applied
-                if offset > expected and not self._give_up(tp, expected, offset, now):
+                if offset > expected:
+                    self._missing(tp, expected, offset, now)
                     if tp not in self.seeking:
                         self.seeking[tp] = (expected, now)
                         self.sought[tp] = now
@@ -107,7 +132,8 @@ class Positions:
                 out[tp] = position
         return out
 
-    def _give_up(self, tp: Any, expected: int, offset: int, now: float) -> bool:
+    def _missing(self, tp: Any, expected: int, offset: int, now: float) -> None:
+        """Count and log a jump once; raise once seeking back has failed for too long."""
         seeking = self.seeking.get(tp)
         if seeking is None or seeking[0] != expected or now - seeking[1] < GIVE_UP_SECONDS:
             if seeking is None or seeking[0] != expected:
@@ -119,15 +145,12 @@ class Positions:
                     expected,
                     offset - 1,
                 )
-            return False
-        log.error(
-            "offset %s[%d] %d never came back after a seek: going on from %d",
-            tp[0],
-            tp[1],
-            expected,
-            offset,
+            return
+        raise SkippedRecords(
+            f"{tp[0]}[{tp[1]}]: offset {expected} was not delivered within"
+            f" {GIVE_UP_SECONDS:.0f} s of seeking back (offset {offset} came instead);"
+            " stopping rather than skip records"
         )
-        return True
 
 
 def batch_offsets(events: Sequence[Any]) -> dict[Any, int]:

@@ -272,6 +272,8 @@ class Sink:
                 continue
             for start in range(0, len(records), INGEST_SLICE):
                 for record in records[start : start + INGEST_SLICE]:
+                    if record.key == topics.TICK_KEY and table is rows.EVENTS:
+                        continue  # the processor's clock in the events log: not an event
                     row_table, row = rows.to_row(table, record.value, record)
                     add(row_table, row, record, tp)
                 await asyncio.sleep(0)

@@ -6,7 +6,7 @@ import pytest
 from faust.transport import consumer as consumer_module
 from faust.transport.drivers import aiokafka as driver
 
-from stream.processor import faust_patches
+from stream.processor import faust_internals
 
 pytestmark = pytest.mark.unit
 
@@ -20,7 +20,7 @@ def pristine(monkeypatch):
         (driver.AIOKafkaConsumerThread, "_create_worker_consumer"),
     ):
         monkeypatch.setattr(owner, name, getattr(owner, name))
-    monkeypatch.setattr(faust_patches, "_applied", False)
+    monkeypatch.setattr(faust_internals, "_applied", False)
     monkeypatch.delenv("CLICKSTREAM_FAUST_PATCHES", raising=False)
     monkeypatch.delenv("CLICKSTREAM_FAUST_INLINE", raising=False)
     return monkeypatch
@@ -28,24 +28,24 @@ def pristine(monkeypatch):
 
 def test_the_patches_install_on_the_pinned_version(pristine) -> None:
     original = consumer_module.Consumer._drain_messages
-    faust_patches.apply()
-    assert consumer_module.Consumer._drain_messages is faust_patches._drain_messages
+    faust_internals.apply()
+    assert consumer_module.Consumer._drain_messages is faust_internals._drain_messages
     assert consumer_module.Consumer._drain_messages is not original
 
 
 def test_switched_off_faust_stays_as_it_is(pristine) -> None:
     pristine.setenv("CLICKSTREAM_FAUST_PATCHES", "0")
     original = consumer_module.Consumer._drain_messages
-    faust_patches.apply()
+    faust_internals.apply()
     assert consumer_module.Consumer._drain_messages is original
 
 
 def test_inline_delivery_alone_can_be_switched_off(pristine) -> None:
     pristine.setenv("CLICKSTREAM_FAUST_INLINE", "0")
     original = consumer_module.Consumer._drain_messages
-    faust_patches.apply()
+    faust_internals.apply()
     assert consumer_module.Consumer._drain_messages is original
-    assert faust_patches._applied
+    assert faust_internals._applied
 
 
 def test_another_faust_version_is_left_alone(pristine) -> None:
@@ -53,5 +53,5 @@ def test_another_faust_version_is_left_alone(pristine) -> None:
 
     pristine.setattr(faust, "__version__", "0.99.0")
     original = consumer_module.Consumer._drain_messages
-    faust_patches.apply()
-    assert consumer_module.Consumer._drain_messages is original and not faust_patches._applied
+    faust_internals.apply()
+    assert consumer_module.Consumer._drain_messages is original and not faust_internals._applied

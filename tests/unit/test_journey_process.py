@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stream.journey import StageMachine, apply, encode_state, merge, tick
-from stream.journey.state import MAX_OPEN_SESSIONS
+from stream.journey.state import MAX_CLOSED_KEPT, MAX_OPEN_SESSIONS
 from stream.sessionize.rules import DAY_MS, SessionRules
 from tests.golden.script import event
 
@@ -54,7 +54,8 @@ def test_an_idle_tick_changes_nothing() -> None:
     assert quiet.state is None and not quiet.sessions
     closing = tick(state, T0 + 35 * MIN, RULES, MACHINE)
     assert [s["close_reason"] for s in closing.sessions] == ["timeout"]
-    assert closing.state.sessions == [] and closing.state.floor == T0 + 30 * MIN
+    assert closing.state.sessions == [] and closing.state.floor == 0
+    assert [s.closed_as for s in closing.state.closed] == ["timeout"]  # kept: amendable
     assert tick(closing.state, T0 + 36 * MIN, RULES, MACHINE).state is None
 
 
@@ -84,15 +85,15 @@ def test_too_many_open_sessions_evict_the_oldest() -> None:
     # a bot switching campaign on every hit opens a session per hit
     hits = [
         event(ts=T0 + i * 1000, utm_source=f"s{i}", is_bot=True)
-        for i in range(MAX_OPEN_SESSIONS + 3)
+        for i in range(MAX_OPEN_SESSIONS + MAX_CLOSED_KEPT + 3)
     ]
     state, outcomes = play(*hits)
     closed = [s for o in outcomes for s in o.sessions if s["closed"]]
-    assert len(state.sessions) == MAX_OPEN_SESSIONS
-    assert [s["close_reason"] for s in closed] == ["evicted"] * 3
+    assert len(state.sessions) == MAX_OPEN_SESSIONS and len(state.closed) == MAX_CLOSED_KEPT
+    assert [s["close_reason"] for s in closed] == ["evicted"] * (MAX_CLOSED_KEPT + 3)
     assert not any(o.triggers for o in outcomes)
     late = apply(state, event(ts=T0 + 1500), 99, RULES, MACHINE)
-    assert late.late  # before the floor the evicted sessions left
+    assert late.late  # before the floor the forgotten sessions left
 
 
 @pytest.mark.parametrize(
@@ -168,16 +169,20 @@ def test_merge_lapsed_only_when_both_are() -> None:
     assert merge(lapsed, browsing).max_stage == "purchase"
 
 
-def test_closing_a_session_leaves_the_next_open_one_its_in_time_events() -> None:
+def test_a_session_the_visitors_own_later_events_settled_can_still_be_amended() -> None:
     state, _ = play(
         event(ts=T0),
         event(ts=T0 + 5 * MIN),
         event(ts=T0 + 10 * MIN, utm_source="news"),  # a new campaign: a second session
         event(ts=T0 + 30 * MIN),
     )
-    closing = tick(state, T0 + 41 * MIN, RULES, MACHINE)  # settles up to 10:36
-    assert [s["close_reason"] for s in closing.sessions] == ["campaign"]
-    assert closing.state.floor == T0 + 10 * MIN  # not 10:35: the second session is open
-    in_time = apply(closing.state, event(ts=T0 + 33 * MIN), 9, RULES, MACHINE)
-    assert in_time.applied and in_time.session_id == closing.state.sessions[0].id
-    assert apply(closing.state, event(ts=T0 + 9 * MIN), 9, RULES, MACHINE).late
+    settled = apply(state, event(ts=T0 + 41 * MIN, message_id="m41"), 9, RULES, MACHINE)
+    assert [s["close_reason"] for s in settled.sessions if s["closed"]] == ["campaign"]
+    assert settled.state.floor == 0 and len(settled.state.sessions) == 1
+    amend = apply(settled.state, event(ts=T0 + 9 * MIN, message_id="m9"), 10, RULES, MACHINE)
+    assert (
+        amend.applied
+        and not amend.late
+        and [s.id for s in amend.reopened] == [settled.state.closed[0].id]
+    )
+    assert amend.session_id == settled.state.closed[0].id

@@ -97,7 +97,7 @@ def test_the_engine_links_devices_from_the_identities_topic() -> None:
     for offset, state in enumerate([device("phone", T0, 1), device("laptop", T0 + MIN, 1)]):
         record = Record("clickstream.identities", 0, offset, b"u1", encode_state(state))
         result = engine.link([record], table.get)
-        table.update(result.states)
+        table.update({k.decode(): v for k, (_, v) in result.states.items()})
         outputs += [orjson.loads(o.value) for o in result.outputs]
     assert [o["devices"] for o in outputs] == [1, 2] and outputs[-1]["orders"] == 2
     bad = engine.link([Record("clickstream.identities", 0, 9, b"u1", b"{")], table.get)
@@ -107,6 +107,7 @@ def test_the_engine_links_devices_from_the_identities_topic() -> None:
 def test_identified_visitors_are_sent_to_their_person() -> None:
     engine = Engine(config.load({}))
     e = event(ts=T0, visitor="v", user_id="u9", message_id="m1")
-    result = engine.run([Record("clickstream.events", 0, 0, b"v", orjson.dumps(e))], lambda v: None)
+    record = Record("clickstream.events", 0, 0, b"v", orjson.dumps(e))
+    result = engine.run([record], lambda v: None, lambda k: None, lambda p: ())
     sent = [o for o in result.outputs if o.topic == "clickstream.identities"]
     assert [o.key for o in sent] == [b"u9"]

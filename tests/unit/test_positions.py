@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from stream.processor.positions import GIVE_UP_SECONDS, Positions, batch_offsets
+from stream.processor.positions import GIVE_UP_SECONDS, Positions, SkippedRecords, batch_offsets
 
 pytestmark = pytest.mark.unit
 
@@ -55,13 +55,28 @@ def test_a_jump_to_the_group_commit_is_no_gap() -> None:
     assert offsets(keep) == [(0, 500)] and seeks == {}
 
 
-def test_a_seek_that_never_brings_the_offset_back_gives_up() -> None:
+def test_a_seek_that_never_brings_the_offset_back_stops_the_worker() -> None:
     p = Positions()
     p.admit([ev(TP0, 0)], now=0)
     assert p.admit([ev(TP0, 10)], now=1)[1] == {TP0: 1}
     assert p.admit([ev(TP0, 10)], now=2) == ([], {})
-    keep, seeks = p.admit([ev(TP0, 10)], now=2 + GIVE_UP_SECONDS)
-    assert offsets(keep) == [(0, 10)] and seeks == {}
+    with pytest.raises(SkippedRecords, match="stopping rather than skip"):
+        p.admit([ev(TP0, 10)], now=2 + GIVE_UP_SECONDS)
+
+
+def test_the_first_record_is_checked_against_the_groups_commit() -> None:
+    p = Positions(committed=lambda tp: 5)
+    keep, seeks = p.admit([ev(TP0, 3), ev(TP0, 7)], now=0)
+    assert keep == [] and seeks == {TP0: 5}  # 3: applied before; 7: 5 and 6 missing
+
+
+def test_a_revoked_partition_is_forgotten_and_others_are_left() -> None:
+    p = Positions()
+    p.admit([ev(TP0, 0)], now=0)
+    p.forget([TP0])
+    assert TP0 not in p.next
+    keep, _ = p.admit([ev(TP0, 1)], now=1, assigned=set())
+    assert keep == []
 
 
 def test_a_seek_is_issued_again_until_its_records_come() -> None:

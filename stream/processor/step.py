@@ -1,0 +1,160 @@
+"""The batch step: the one place that states the processor's order of work.
+
+    admit    exactly the next offset of each partition (positions.py), or seek back
+    compute  the engine: the pure journey and metrics core, no I/O
+    outputs  every record sent, every acknowledgement awaited
+    state    the changelog records sent as one batch and acknowledged; only then the
+             local store (RocksDB keeps it across a crash: a store ahead of its
+             changelog would be lost on recovery)
+    offsets  committed: exactly the batch's next offsets
+
+Each step is acknowledged before the next starts. A crash between two steps repeats
+work with the same idempotency keys, and never skips any: nothing is committed before
+the state it covers is in the changelog. Batches overlap by one: batch n + 1 is
+computed while batch n finishes (InFlight lends it n's state), and they finish in
+order. Partitions revoked meanwhile are left to their next owner at every step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from stream.processor import faust_internals as internals
+from stream.processor.engine import BatchResult, Record
+from stream.processor.inflight import InFlight
+from stream.processor.positions import Positions, batch_offsets
+from stream.telemetry import PROCESSING_LATENCY
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 5000
+BATCH_WITHIN = 0.1  # seconds: bounds the latency a batch adds
+
+# compute(records, read) -> BatchResult; read(table name, key) -> stored value
+Compute = Callable[[list[Record], Callable[[str, bytes], bytes | None]], BatchResult]
+
+
+@dataclass
+class Step:
+    """One source topic's agent body: its tables by BatchResult field ("states", "rows")."""
+
+    app: object
+    source: str  # the topic whose records this step applies
+    tables: Mapping[str, object]
+    compute: Compute
+    positions: Positions = field(init=False)
+    inflight: dict[str, InFlight] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.positions = Positions(lambda tp: internals.committed(self.app.consumer, tp))
+        self.inflight = {name: InFlight() for name in self.tables}
+
+    # --- the agent ----------------------------------------------------------------
+    async def run(self, stream) -> None:
+        finishing: asyncio.Future | None = None
+        number = 0
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            events = await self.admit(batch)
+            if not events:
+                continue
+            records = [
+                Record(m.topic, m.partition, m.offset, m.key, e.value)
+                for e in events
+                for m in (e.message,)
+            ]
+            result = self.compute(records, self.read)
+            number += 1
+            for name in self.tables:
+                self.inflight[name].put(number, getattr(result, name))
+            if finishing is not None:
+                await finishing  # one batch in flight at most, finished in order
+            finishing = asyncio.ensure_future(self.finish(number, result, events))
+            if result.last_received_at:
+                PROCESSING_LATENCY.observe(max(0.0, time.time() - result.last_received_at / 1000))
+
+    def read(self, table: str, key: bytes) -> bytes | None:
+        """A key's value as the next batch must see it: in flight, else stored."""
+        return self.inflight[table].get(key, self.tables[table].get)
+
+    async def admit(self, batch: list) -> list:
+        events, seeks = self.positions.admit(batch, assigned=self.assigned())
+        if seeks:
+            await internals.seek(self.app.consumer, seeks)
+        return events
+
+    # --- outputs -> state -> offsets ----------------------------------------------
+    async def finish(self, number: int, result: BatchResult, events: list) -> None:
+        try:
+            if result.outputs:
+                await send_all(
+                    self.app.producer, [(o.topic, o.key, o.value, None) for o in result.outputs]
+                )
+            owned = self.owned()
+            events_by_partition = {e.message.partition: e for e in events}
+            for name, table in self.tables.items():
+                writes = [(k, v, p) for k, (p, v) in getattr(result, name).items() if p in owned]
+                await write_state(self.app.producer, table, writes, events_by_partition)
+            owned = self.owned()
+            offsets = {tp: o for tp, o in batch_offsets(events).items() if tp.partition in owned}
+            try:
+                await internals.commit(self.app.consumer, offsets)
+            except Exception as exc:  # noqa: BLE001 - the next batch's commit covers it
+                log.warning("offset commit failed (the next batch's commit covers it): %r", exc)
+        except Exception as exc:  # nothing after this batch may be committed: stop
+            log.exception("could not finish a batch; stopping the worker")
+            await self.app.crash(exc)
+            raise
+        finally:
+            for name in self.tables:
+                self.inflight[name].release(number, getattr(result, name))
+
+    # --- partitions -----------------------------------------------------------------
+    def assigned(self) -> set:
+        return {tp for tp in self.app.consumer.assignment() if tp.topic == self.source}
+
+    def owned(self) -> set[int]:
+        return {tp.partition for tp in self.assigned()}
+
+    def revoke(self, tps: Iterable) -> list[int]:
+        """Forget everything of the revoked partitions of this step's source."""
+        mine = [tp for tp in tps if tp.topic == self.source]
+        self.positions.forget(mine)
+        partitions = [tp.partition for tp in mine]
+        for inflight in self.inflight.values():
+            inflight.forget(partitions)
+        return partitions
+
+    async def reseek(self) -> None:
+        """Seek again where an earlier seek was undone, or nothing arrives (positions.py)."""
+        seeks = self.positions.reseeks()
+        ends = {tp: self.app.consumer.highwater(tp) for tp in self.assigned()}
+        seeks.update(self.positions.stalled(ends))
+        if seeks:
+            log.warning(
+                "seeking again: %s", {f"{t.topic}[{t.partition}]": o for t, o in seeks.items()}
+            )
+            await internals.seek(self.app.consumer, seeks)
+
+
+async def send_all(producer, messages: list[tuple[str, bytes, bytes | None, int | None]]) -> list:
+    """Send, flush at once (the step waits for these acknowledgements, and the producer's
+    linger would idle it on every batch), and wait for every ack."""
+    futures = [await producer.send(t, k, v, p, None, None) for t, k, v, p in messages]
+    await producer.flush()
+    return await asyncio.gather(*futures)
+
+
+async def write_state(producer, table, writes: list, events_by_partition: Mapping) -> None:
+    """The changelog records of a table as one batch, acknowledged; then its store."""
+    if not writes:
+        return
+    topic = table.changelog_topic.get_topic_name()
+    acked = await send_all(producer, [(topic, k, v, p) for k, v, p in writes])
+    last: dict[int, int] = {}
+    for meta in acked:
+        last[meta.partition] = max(last.get(meta.partition, -1), meta.offset)
+    internals.write_store(table, events_by_partition, writes, last)
