@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -70,6 +72,7 @@ class Tree:
     def __init__(self, pid: int):
         self.root = psutil.Process(pid)
         self.seen: dict[int, psutil.Process] = {}
+        self.names: dict[int, str] = {}  # command line when first seen
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -78,7 +81,12 @@ class Tree:
         while not self._done.is_set():
             try:
                 for child in self.root.children(recursive=True):
-                    self.seen.setdefault(child.pid, child)
+                    if child.pid not in self.seen:
+                        self.seen[child.pid] = child
+                        try:
+                            self.names[child.pid] = " ".join(child.cmdline()[:5])
+                        except psutil.Error:
+                            self.names[child.pid] = "?"
             except psutil.NoSuchProcess:
                 return
             time.sleep(0.05)
@@ -187,6 +195,14 @@ def wait_ready(p: Pipeline, timeout: float = 60.0) -> None:
             time.sleep(0.2)
 
 
+def wait_for_log(p: Pipeline, text: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in p.log_path.read_text(errors="replace"):
+        assert p.process.poll() is None, p.log_tail(60)
+        assert time.monotonic() < deadline, f"no {text!r} in the log\n{p.log_tail(60)}"
+        time.sleep(0.05)
+
+
 def hard_stop(p: Pipeline) -> None:
     """Clean-up after a failed assertion: nothing may stay behind for the next test."""
     if p.process.poll() is None:
@@ -205,7 +221,10 @@ def test_cycle_stop_with_signals_in_a_row(tmp_path, signals, target, phase):
     load = None
     try:
         if phase == "starting":
-            time.sleep(1.0 + (hash(tmp_path.name) % 40) / 10)  # somewhere in the start-up
+            # Somewhere in the start-up, once the runner listens for signals (before
+            # that, Python's defaults apply: nothing is started yet).
+            wait_for_log(p, "embedded broker listening")
+            time.sleep(random.uniform(0.0, 4.0))
         else:
             wait_ready(p)
             if phase == "load":
@@ -236,8 +255,18 @@ def test_cycle_stop_with_signals_in_a_row(tmp_path, signals, target, phase):
         assert code == 0, (code, log)
         if phase != "starting":
             assert "second signal: stopping faster" in log, log
-    assert "Traceback" not in log, log
+    assert not runner_errors(log), log
     print(f"{signals}x {target} {phase}: exit {code} in {elapsed:.2f}s, {len(tree.seen)} children")
+
+
+def runner_errors(log: str) -> list[str]:
+    """Traceback lines from the runner's own code (a role process may log an error of
+    its own, e.g. the collector answering 500 to a request cut by the stop)."""
+    runner = re.compile(
+        r'stream/(supervisor|drain|procs|broker)\.py"|in (_stop_run|_check_ports)$'
+        r'|stream/cli\.py", line \d+, in run$|KeyboardInterrupt'
+    )
+    return [line for line in log.splitlines() if runner.search(line.strip())]
 
 
 def test_sigkill_of_the_runner_leaves_no_process_and_no_port(tmp_path):
