@@ -12,9 +12,10 @@ Two broker facts shape the measurement (see the notes in faust-on-tansu.md):
 - `list_consumer_group_offsets(group)` without partitions fails; it is always called
   with explicit partitions.
 
-The processor keeps writing small tick records to its control topic while it runs, so
-that end moves while we watch: there a commit up to the end measured one round earlier
-is enough (`Progress`, the pure part, unit-tested).
+The processor keeps writing small tick records into the events topic while it runs
+(the control topic in older layouts), so that end moves while we watch: there a commit
+up to the end measured one round earlier is enough (`Progress`, the pure part,
+unit-tested).
 """
 
 from __future__ import annotations
@@ -34,9 +35,14 @@ from stream.config import Settings
 
 log = logging.getLogger(__name__)
 
-# What the processor consumes (stream/processor/app.py: the events and control topics,
-# and the identities its second agent folds into customers).
-PROCESSOR_SOURCES = (topics.EVENTS, topics.CONTROL, topics.IDENTITIES)
+# What the processor consumes (stream/processor/app.py): the events, and the identities
+# its second agent folds into customers; the control topic only where it still exists.
+PROCESSOR_SOURCES = tuple(
+    t for t in (topics.EVENTS, topics.CONTROL, topics.IDENTITIES) if t in topics.ALL
+)
+# Where the processor writes its ticks (every 2 s per partition, as long as it runs):
+# the events topic itself, or the control topic in older layouts.
+TICKED = (topics.EVENTS, topics.CONTROL)
 ROUND_S = 1.0
 
 
@@ -63,8 +69,9 @@ class Progress:
     commit) is inside the ends read in the same round.
 
     - The processor is caught up in a round when its commits reach the ends of that
-      round, except on `moving` topics (the control topic, where the processor writes
-      ticks as long as it runs): there the end of the round before is enough.
+      round, except on `moving` topics (where the processor writes ticks as long as it
+      runs): there the end of the round before is enough; every accepted event is
+      below it (the collector stopped before the first round).
     - The sink must then reach the ends of its topics as read in the FIRST round the
       processor was caught up: they hold every output of every accepted event; later
       outputs come from ticks written after the stop was asked.
@@ -124,7 +131,7 @@ def groups_for(settings: Settings, roles: tuple[str, ...]) -> list[Group]:
             Group(
                 settings.topic(topics.PROCESSOR_APP_ID),
                 tuple(settings.topic(t) for t in PROCESSOR_SOURCES),
-                moving=(settings.topic(topics.CONTROL),),
+                moving=tuple(settings.topic(t) for t in PROCESSOR_SOURCES if t in TICKED),
             )
         )
     if "sink" in roles:
