@@ -335,3 +335,15 @@ def test_snowplow_translation_only_ever_gives_a_reason(kind, fields):
 
 
 VALIDATOR = Validator(REPO_ROOT / "schemas")
+
+
+async def test_snowplow_network_user_id_comes_from_the_sp_cookie(collector):
+    query = fixture("pixel_page_view.json")
+    response = await collector.get("/i", params=query, headers={"Cookie": "sp=nuid-123"})
+    assert response.status == 200 and "Set-Cookie" not in response.headers
+    (event,) = collector.publisher.events
+    assert event["context"]["snowplow"]["network_user_id"] == "nuid-123"
+    assert event["anonymous_id"] == query["duid"]  # the domain user id stays the visitor
+    anonymous = {k: v for k, v in query.items() if k != "duid"}  # anonymous tracking
+    await collector.get("/i", params={**anonymous, "eid": "e-2"}, headers={"Cookie": "sp=n-9"})
+    assert collector.publisher.events[-1]["anonymous_id"] == "n-9"
