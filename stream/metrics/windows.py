@@ -87,19 +87,20 @@ class MetricRow:
 
 @dataclass(slots=True)
 class PartitionRecord:
-    """A partition's clock (the largest arrival time in its log so far) and how many
-    times it published metric rows."""
+    """A partition's clock (the largest arrival time in its log so far), how many times
+    it published metric rows, and the last tick applied (a replayed tick is a no-op)."""
 
     clock: int = 0
     published: int = 0
+    tick_offset: int = -1
 
     def encode(self) -> bytes:
-        return orjson.dumps([FORMAT, self.clock, self.published])
+        return orjson.dumps([FORMAT, self.clock, self.published, self.tick_offset])
 
     @classmethod
     def decode(cls, raw: bytes) -> PartitionRecord:
-        _, clock, published = orjson.loads(raw)
-        return cls(clock, published)
+        _, clock, published, *rest = orjson.loads(raw)
+        return cls(clock, published, rest[0] if rest else -1)
 
 
 # --- state keys ---------------------------------------------------------------

@@ -300,6 +300,9 @@ class _Batch:
         now = int(orjson.loads(record.value)["now"])
         partition = record.partition
         clock = self.clock(partition)
+        if record.offset <= clock.tick_offset:
+            return  # a replayed tick: its closes and increments are already out
+        clock.tick_offset = record.offset
         clock.clock = max(clock.clock, now)
         engine = self.engine
         part = engine.partitions[partition]

@@ -95,3 +95,15 @@ def test_recovered_visitors_are_watched_again() -> None:
 def test_a_state_ttl_shorter_than_the_lapse_wait_is_refused() -> None:
     with pytest.raises(config.SettingsError, match="CLICKSTREAM_STATE_TTL_DAYS"):
         config.load({"CLICKSTREAM_STATE_TTL_DAYS": "30"})
+
+
+def test_a_replayed_tick_publishes_nothing_twice() -> None:
+    shell = Shell()
+    shell.send(visitor="v", ts=T0)
+    tick = shell.tick_record(T0 + 1000)
+    shell.feed(tick)
+    published = len(shell.of("journey.metrics"))
+    assert published == 1
+    shell.send(visitor="w", ts=T0 + 1)  # a pending row again
+    shell.feed(tick)  # the same tick read again after a crash: already applied
+    assert len(shell.of("journey.metrics")) == published
