@@ -66,8 +66,9 @@ class StopSignals:
     A Python signal handler runs between two bytecodes of the main thread, possibly
     while that thread holds a lock (an Event's condition, a logging handler's lock, a
     Popen's waitpid lock): a handler that takes a lock can wait for ever. This one only
-    appends to a list (one atomic operation); the main flow polls `count` and does the
-    work: 1 = stop in order, 2 = stop faster (`fast()`, logged once).
+    appends to lists (atomic) and reads the wakeup socket without blocking; the main
+    flow polls `count` and does the work: 1 = stop in order, 2 = stop faster (`fast()`,
+    logged once).
 
     A third signal cannot wait for the main flow (it may be stuck): the handler SIGKILLs
     every registered process group and leaves with os._exit. Both are plain system
