@@ -218,7 +218,7 @@ class Sink:
                     self._stopping.set()  # caught up (or out of time): write and leave
                 if self._writing is None and (not self.retries or now >= self._retry_at):
                     self._start_write(self.batches.due(now))
-                if now >= self._lag_at:
+                if now >= self._lag_at and self._catchup_until is None:
                     self._lag_at = now + LAG_EVERY_S
                     await self._report_lag()
             await self._finish_write(wait=True)
@@ -393,6 +393,8 @@ class Sink:
                 ends = {}
         lag = {}
         for tp in assigned:
+            if tp not in self.consumer.assignment():
+                continue  # revoked while we awaited the group (highwater() would assert)
             high = max(self.consumer.highwater(tp) or 0, ends.get(tp, 0))
             done = self.batches.committed.get(tp)
             if done is None:  # nothing committed since the assignment: ask the group
