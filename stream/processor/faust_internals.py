@@ -158,6 +158,8 @@ async def commit(consumer, offsets: Mapping) -> None:
     """Commit exactly these offsets (next offset to read, per partition), and record them
     where Faust keeps the group's commits (`_commit` does not; Faust refreshes that map
     from the broker only at a rebalance, so it would otherwise lag our commits)."""
+    if not offsets:  # every partition revoked meanwhile; an empty commit crashes aiokafka
+        return
     if await consumer._commit(offsets) is not False:
         consumer._committed_offset.update(offsets)
 
