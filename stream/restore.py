@@ -50,11 +50,12 @@ log = logging.getLogger(__name__)
 BLOCK = 5_000  # records produced before waiting for their acknowledgements
 PROGRESS_AFTER_S = 1.0
 ENV = "CLICKSTREAM_STATE_ARCHIVE"
-# Every table's keys sit in the partition the default partitioner gives them (the
-# windows keys are chosen to, per partition count: app.partition_key). When
-# CLICKSTREAM_PARTITIONS changed since a value was archived, these tables' values move
-# to their key's new partition (where the key's events now arrive); any other table's
-# are left out (a metric window accumulates one partition's events).
+# Tables whose keys sit in the partition the default partitioner gives them (the
+# partition of the source records keyed alike). When CLICKSTREAM_PARTITIONS changed
+# since a value was archived, their values move to the key's new partition (where the
+# key's events now arrive). Other tables (windows: one partition's clock and metric
+# increments, written to that partition) keep their stored partition; a value whose
+# partition no longer exists is left out (counted).
 REHOMED_BY_KEY = frozenset({"visitors", "people"})
 
 
@@ -64,7 +65,7 @@ class Report:
     produced: Counter = field(default_factory=Counter)  # table -> records produced
     undecodable: Counter = field(default_factory=Counter)  # table -> values skipped
     dropped: Counter = field(default_factory=Counter)  # table -> rebase() said None
-    out_of_range: int = 0  # partition count changed, table not keyed by hash: left out
+    out_of_range: int = 0  # stored partition >= CLICKSTREAM_PARTITIONS, not rehomed: left out
     rehomed: int = 0  # partition count changed: produced to the key's new partition
     unknown_table: int = 0  # a table no longer in topics.TABLES
     seconds: float = 0.0
@@ -83,7 +84,7 @@ class Report:
         if problems:
             text += (
                 f"; skipped {sum(self.undecodable.values())} undecodable, "
-                f"{self.out_of_range} archived under another CLICKSTREAM_PARTITIONS, "
+                f"{self.out_of_range} of partitions beyond CLICKSTREAM_PARTITIONS, "
                 f"{self.unknown_table} of unknown tables"
             )
         if self.rehomed:
@@ -153,15 +154,16 @@ async def restore(settings: Settings, client, *, block: int = BLOCK, console=Non
                     if topic is None:
                         report.unknown_table += 1
                         continue
-                    home = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
-                    if home != partition:  # archived under another partition count
-                        if table not in REHOMED_BY_KEY:
-                            report.out_of_range += 1
-                            continue
-                        partition = home
-                        report.rehomed += 1
+                    if table in REHOMED_BY_KEY:
+                        home = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+                        if home != partition:  # archived under another partition count
+                            partition = home
+                            report.rehomed += 1
+                    elif partition >= settings.partitions:
+                        report.out_of_range += 1
+                        continue
                     try:
-                        value = rebase(table, value)
+                        value = rebase(table, value, key)
                     except Exception as exc:  # noqa: BLE001 - one bad value never stops a restore
                         report.undecodable[table] += 1
                         if report.undecodable[table] <= 3:

@@ -16,6 +16,7 @@ from stream import topics
 from stream.broker import create_topics
 from stream.config import Settings
 from stream.journey.state import VisitorState, decode_state, encode_state
+from stream.metrics.windows import PartitionRecord, partition_key
 from stream.restore import restore
 from stream.sink import migrate
 from stream.sink.consumer import Sink
@@ -29,7 +30,9 @@ def home(key: bytes, partitions: int = 4) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-WINDOWS_0 = next(k for i in range(100) if home(k := f"windows-0-{i}".encode()) == 0)
+# A partition's record in the windows table: written to that partition, not by hash.
+CLOCK_KEY = partition_key(2)
+CLOCK = PartitionRecord(clock=1_767_225_600_000, published=3, tick_offset=40).encode()
 
 
 def state(visitor: str, version: int, offsets: dict[int, int]) -> bytes:
@@ -108,7 +111,7 @@ async def test_the_sink_archives_changelog_records_and_restore_reseeds_a_fresh_b
         ("visitors", home(b"v1"), b"v1", state("v1", 2, {1: 11})),
         ("visitors", home(b"v2"), b"v2", state("v2", 1, {2: 5})),
         ("visitors", home(b"gone"), b"gone", state("gone", 1, {3: 1})),
-        ("windows", 0, WINDOWS_0, b"\x00\xffraw window bytes"),
+        ("windows", 2, CLOCK_KEY, CLOCK),
         ("people", home(b"u1"), b"u1", b'[1,"u1",[]]'),
     ]
     ends = await send(settings, first)
@@ -119,7 +122,7 @@ async def test_the_sink_archives_changelog_records_and_restore_reseeds_a_fresh_b
     await sink.stop()
     rows = archived(ch_client, db)
     assert decode_state(rows[("visitors", b"v1")][1]).version == 2
-    assert rows[("windows", WINDOWS_0)][1] == b"\x00\xffraw window bytes"
+    assert rows[("windows", CLOCK_KEY)][:2] == (2, CLOCK)
     assert rows[("visitors", b"v1")][0] == home(b"v1")  # partition
 
     # Same broker life: more records, a tombstone; a second sink instance (new epoch)
@@ -147,7 +150,7 @@ async def test_the_sink_archives_changelog_records_and_restore_reseeds_a_fresh_b
 
     # An undecodable visitors value is archived as it is; restore skips and counts it.
     # Values archived under another partition count: a visitor moves to its key's
-    # partition, a metric window (one partition's accumulator) is left out.
+    # partition; a windows value of a partition that no longer exists is left out.
     moved = next(k for i in range(100) if home(k := f"m{i}".encode()) != home(k, 8))
     ch_client.insert(
         f"{db}.processor_state",
@@ -186,12 +189,13 @@ async def test_the_sink_archives_changelog_records_and_restore_reseeds_a_fresh_b
         ("visitors", b"v1"): home(b"v1"),
         ("visitors", b"v2"): home(b"v2"),
         ("visitors", moved): home(moved),
-        ("windows", WINDOWS_0): 0,
+        ("windows", CLOCK_KEY): 2,
     }
     v1 = decode_state(seeded[("visitors", b"v1")][1])
     assert (v1.version, v1.offsets, v1.stage) == (3, {}, "purchase")
     assert seeded[("people", b"u1")][1] == b'[1,"u1",[]]'
-    assert seeded[("windows", WINDOWS_0)][1] == b"\x00\xffraw window bytes"
+    clock = PartitionRecord.decode(seeded[("windows", CLOCK_KEY)][1])
+    assert (clock.clock, clock.published, clock.tick_offset) == (1_767_225_600_000, 3, -1)
 
     # The changelog is no longer empty: a second restore does nothing.
     report = await restore(fresh, ch_client)

@@ -54,6 +54,21 @@ def test_rebase_keeps_a_value_without_offsets_as_it_is():
 def test_rebase_leaves_other_tables_alone():
     for table in ("windows", "people", "some-future-table"):
         assert rebase(table, b"\x00anything") == b"\x00anything"
+        assert rebase(table, b"\x00anything", b"some key") == b"\x00anything"
+
+
+def test_rebase_forgets_a_partition_records_last_tick_and_keeps_its_clock():
+    from stream.metrics.windows import MetricRow, PartitionRecord, partition_key, row_key
+
+    key = partition_key(3)
+    raw = PartitionRecord(clock=BASE_MS, published=7, tick_offset=512).encode()
+    assert PartitionRecord.decode(rebase("windows", raw, key)) == PartitionRecord(BASE_MS, 7, -1)
+    fresh = PartitionRecord(clock=BASE_MS).encode()
+    assert rebase("windows", fresh, key) is fresh
+    row = MetricRow().encode()  # pending increments: no offsets
+    assert rebase("windows", row, row_key(3, BASE_MS, ("web",))) == row
+    with pytest.raises(ValueError):
+        rebase("windows", b"garbage", key)
 
 
 @pytest.mark.parametrize("bad", [b"", b"not json", b"[99, 1]", b"{}", b"[1]"])
