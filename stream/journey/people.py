@@ -43,14 +43,42 @@ def link(
     if known is not None and known.version >= device.version:
         return person, None
     # Open sessions and partition offsets are the device's business, not the person's.
+    # Only what the customer record reads: a person stays far below the state bound
+    # (MAX_DEVICES devices without sessions, cart or history).
     person.devices[device.visitor_id] = replace(
-        device, sessions=[], closed=[], counted=[], offsets={}
+        device,
+        sessions=[],
+        closed=[],
+        counted=[],
+        offsets={},
+        cart=[],
+        history=[],
+        last_product=None,
     )
     person.version += 1
     if len(person.devices) > MAX_DEVICES:
         oldest = min(person.devices.values(), key=lambda d: (d.last_seen, d.visitor_id))
         del person.devices[oldest.visitor_id]
     return person, customer_record(person, machine)
+
+
+def forget(
+    person: Person | None, visitor_id: str, machine: StageMachine
+) -> tuple[Person | None, dict | None]:
+    """A device whose journey state expired leaves its person; a person without devices
+    is gone (None). The customer record when one remains and changed."""
+    if person is None or visitor_id not in person.devices:
+        return person, None
+    del person.devices[visitor_id]
+    if not person.devices:
+        return None, None
+    person.version += 1
+    return person, customer_record(person, machine)
+
+
+def gone_record(visitor_id: str) -> bytes:
+    """What the identities topic carries when a device's state expired."""
+    return orjson.dumps({"gone": visitor_id})
 
 
 def customer_record(person: Person, machine: StageMachine) -> dict:

@@ -36,7 +36,14 @@ import orjson
 from stream import topics
 from stream.config import Settings
 from stream.journey import Outcome, StageMachine, VisitorState, apply, decode_state, due, tick
-from stream.journey.people import Person, decode_person, encode_person, link
+from stream.journey.people import (
+    Person,
+    decode_person,
+    encode_person,
+    forget,
+    gone_record,
+    link,
+)
 from stream.journey.state import encode_state
 from stream.metrics import windows
 from stream.metrics.observe import observe
@@ -60,7 +67,8 @@ from stream.telemetry import (
 log = logging.getLogger(__name__)
 
 TICK_KEY = topics.TICK_KEY
-MAX_STATE_BYTES = 256 * 1024  # no state record may be larger (see test_state_bounds)
+MAX_STATE_BYTES = 512 * 1024  # no state record can be larger (test_state_bounds): half of
+# Kafka's default 1 MiB record limit, whatever a visitor sends (a typical one is ~1 KB)
 
 
 def tick_value(now_ms: int) -> bytes:
@@ -181,12 +189,19 @@ class Engine:
         changed: dict[str, int] = {}
         for record in records:
             try:
-                device = decode_state(record.value)
-                user = device.user_id
+                user = (record.key or b"").decode()
                 if user not in people:
                     raw = load(user)
                     people[user] = decode_person(raw) if raw else None
-                person, customer = link(people[user], device, self.machine)
+                if record.value.startswith(b"{"):  # a device whose state expired
+                    gone = orjson.loads(record.value)["gone"]
+                    person, customer = forget(people[user], gone, self.machine)
+                    changed[user] = record.partition
+                else:
+                    device = decode_state(record.value)
+                    if device.user_id != user:
+                        raise ValueError("a device state under another user's key")
+                    person, customer = link(people[user], device, self.machine)
                 people[user] = person
                 if customer is not None:
                     changed[user] = record.partition
@@ -197,7 +212,9 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - one bad record never stops the partition
                 result.outputs.append(self._dead_letter(record, exc))
         for user, partition in changed.items():
-            result.states[user.encode()] = (partition, encode_person(people[user]))
+            person = people[user]
+            value = None if person is None else encode_person(person)
+            result.states[user.encode()] = (partition, value)
         return result
 
     # --- helpers used by _Batch --------------------------------------------------
@@ -320,6 +337,14 @@ class _Batch:
                 # Idle for the state TTL: forget the visitor (its last snapshot stays in
                 # ClickHouse). Deleted inside stream processing: it is in the changelog.
                 STATES_EXPIRED.inc()
+                if state.user_id:  # its person forgets the device too
+                    self.result.outputs.append(
+                        Output(
+                            engine.out_topics["identities"],
+                            state.user_id.encode(),
+                            gone_record(visitor),
+                        )
+                    )
                 state = None
             self.put_state(visitor, partition, state)
         self.publish(partition, clock)

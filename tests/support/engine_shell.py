@@ -25,6 +25,7 @@ class Shell:
         self.visitors: dict[bytes, bytes] = {}
         self.rows: dict[bytes, bytes] = {}
         self.outputs: list[tuple[str, dict]] = []
+        self.raw: list = []  # the Output records themselves
         self.offsets = itertools.count()
         self.messages = itertools.count()
         self.deleted: set[str] = set()
@@ -47,6 +48,7 @@ class Shell:
             else:
                 self.rows[key] = value
         self.outputs += [(o.topic, orjson.loads(o.value)) for o in result.outputs]
+        self.raw += result.outputs
 
     def scan(self, partition: int):
         n = self.settings.partitions
