@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.restore [--visitors 100000] [--partitions 4] [--keep DIR]
 
 1. Fills processor_state on a fresh chdb directory with N realistic visitor states
-   (a purchase journey, an open session, a cart line, offsets; ~1 KB each) plus one
-   windows value per partition.
+   (a purchase journey, an open session, a cart line, offsets; ~850 B each) plus each
+   partition's clock record (windows table).
 2. Starts the embedded broker on a free port, creates the topics and times
    `stream.restore.restore` (read FINAL, rebase, produce acks=all, wait for every ack):
    records/s, wall and CPU.
@@ -31,6 +31,7 @@ from aiokafka.structs import TopicPartition
 from stream import config
 from stream.broker import EmbeddedBroker, create_topics
 from stream.journey.state import SessionState, VisitorState, encode_state
+from stream.metrics.windows import PartitionRecord, partition_key
 from stream.restore import changelog_ends, restore
 from stream.sink import rows
 from stream.sink.clickhouse import connect
@@ -122,8 +123,9 @@ def fill(client, settings: config.Settings, visitors: int) -> int:
         if len(block) == 20_000:
             client.insert(table, block, column_names=columns)
             block = []
-    for p in range(settings.partitions):
-        block.append(["windows", p, f"windows-{p}-0".encode(), b"[1,[]]", 0, 1, BASE_MS])
+    for p in range(settings.partitions):  # each partition's clock, as the processor keeps it
+        clock = PartitionRecord(clock=BASE_MS + visitors * 1000, published=9, tick_offset=99)
+        block.append(["windows", p, partition_key(p), clock.encode(), 0, 1, BASE_MS])
     client.insert(table, block, column_names=columns)
     return total_bytes
 
