@@ -51,15 +51,17 @@ PARTITIONS = 4
 def state_sizes(visitors: int, seed: int = 3) -> Result:
     from stream import config
     from stream.journey import decode_state
-    from stream.processor.engine import Engine, Record
+    from stream.processor.engine import TICK_KEY, Engine, Record, tick_value
+    from stream.processor.local import LocalTables
     from stream.simulate import generate
 
-    settings = config.load({})
+    settings = config.load({"CLICKSTREAM_PARTITIONS": str(PARTITIONS)})
     engine = Engine(settings)
     enricher_events = _events_of(
         generate(seed, visitors, base_time_ms=int(time.time() * 1000) - 30 * 86_400_000)
     )
-    states: dict[str, bytes] = {}
+    tables = LocalTables(PARTITIONS)
+    states = tables.visitors
     written: list[int] = []
     offsets = [0] * PARTITIONS
     n = 0
@@ -70,25 +72,17 @@ def state_sizes(visitors: int, seed: int = 3) -> Result:
             partition = (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
             records.append(Record(EVENTS_TOPIC, partition, offsets[partition], key, value))
             offsets[partition] += 1
-        result = engine.run(records, states.get)
-        states.update(result.states)
-        written.extend(len(s) for s in result.states.values())
+        result = tables.run(engine, records)
+        written.extend(len(v) for _, v in result.states.values() if v is not None)
         n += len(records)
     seconds = time.perf_counter() - started
     active = [len(s) for s in states.values() if decode_state(s).sessions]
-    # A tick far past every event closes every session: what an inactive visitor keeps.
+    # The clock far past every arrival closes every session: what an inactive visitor keeps.
     ticks = [
-        Record(
-            settings.topic("clickstream.control"),
-            p,
-            0,
-            b"tick",
-            orjson.dumps({"type": "tick", "watermark": 2**52}),
-        )
+        Record(EVENTS_TOPIC, p, offsets[p], TICK_KEY, tick_value(2**52 // 1024))
         for p in range(PARTITIONS)
     ]
-    closed = engine.run(ticks, states.get)
-    states.update(closed.states)
+    tables.run(engine, ticks)
     inactive = [len(s) for s in states.values() if not decode_state(s).sessions]
     mean = sum(active) / max(1, len(active))
     out = Result("state per active visitor (engine)", unit="bytes", events=n, seconds=seconds)

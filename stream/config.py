@@ -244,7 +244,9 @@ def _app_ids(name: str, raw: str) -> dict[str, str]:
         app, _, source = item.partition(":")
         app, source = app.strip(), source.strip() or app.strip()
         if not app or not all(c.isalnum() or c in "._-" for c in app + source):
-            raise SettingsError(f"{name}: {item!r} must be app-id[:source] (letters, digits, . _ -)")
+            raise SettingsError(
+                f"{name}: {item!r} must be app-id[:source] (letters, digits, . _ -)"
+            )
         apps[app] = source
     return apps
 

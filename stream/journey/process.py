@@ -39,6 +39,7 @@ from stream.journey.state import (
     MAX_OPEN_SESSIONS,
     SessionState,
     VisitorState,
+    copy_session,
     copy_state,
 )
 from stream.records import EventRecord
@@ -266,14 +267,14 @@ def _reopen(
 ) -> None:
     """A late event that belongs to a kept closed session brings it back (amended, it
     closes again later with a higher version)."""
-    if not state.closed:
-        return
+    if not any(ts < reach(c, rules) for c in state.closed):
+        return  # after every closed session's reach: none can take it (the usual case)
     spans = sorted([*state.sessions, *state.closed], key=lambda s: s.start)
     i, _ = choose(spans, ts, campaign_, rules)
     if i is None or spans[i] not in state.closed:
         return
-    s = spans[i]
-    state.closed.remove(s)
+    state.closed.remove(spans[i])
+    s = copy_session(spans[i])  # closed sessions are shared between state copies
     s.closed_as = ""
     state.sessions = sorted([*state.sessions, s], key=lambda o: o.start)
     out.reopened.append(s)

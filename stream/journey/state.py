@@ -149,7 +149,9 @@ def copy_state(state: VisitorState) -> VisitorState:
     row[_I_ORDER_IDS] = list(state.order_ids)
     row[_I_HISTORY] = list(state.history)
     row[_I_CART] = list(state.cart)
-    row[_I_CLOSED] = [copy_session(s) for s in state.closed]
+    # Closed sessions are shared: nothing changes one in place (a reopened session is
+    # copied first, see process._reopen).
+    row[_I_CLOSED] = list(state.closed)
     row[_I_COUNTED] = list(state.counted)
     return VisitorState(*row)
 

@@ -30,6 +30,7 @@ The rules, in one place:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from hashlib import blake2b
 from typing import Any
 
@@ -106,6 +107,7 @@ class PartitionRecord:
 # --- state keys ---------------------------------------------------------------
 
 
+@lru_cache(maxsize=65_536)
 def row_key(partition: int, window: int, dims: Dims) -> bytes:
     return orjson.dumps([partition, window, *dims])
 
@@ -165,6 +167,7 @@ def dims_for(
     )
 
 
+@lru_cache(maxsize=65_536)
 def _hash(dims: Dims) -> int:
     return int.from_bytes(blake2b("\x1f".join(dims).encode(), digest_size=6).digest(), "big")
 

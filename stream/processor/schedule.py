@@ -17,11 +17,15 @@ class Schedule:
     heap: list[tuple[int, str]] = field(default_factory=list)  # may hold stale entries
 
     def plan(self, visitor: str, at: int | None) -> None:
-        """The visitor's next look is at `at` (None: never). Older entries go stale."""
+        """The visitor's next look is at `at` or earlier (None: never). A look planned
+        earlier stays (most changes move the look later): when it comes, the caller
+        finds the visitor not due yet and plans again. Keeps the heap to a push per
+        look instead of a push per event."""
         if at is None:
             self.planned.pop(visitor, None)
             return
-        if self.planned.get(visitor) == at:
+        planned = self.planned.get(visitor)
+        if planned is not None and planned <= at:
             return
         self.planned[visitor] = at
         heapq.heappush(self.heap, (at, visitor))
@@ -29,7 +33,8 @@ class Schedule:
             self._compact()
 
     def due(self, clock: int) -> list[str]:
-        """Pop the visitors whose look is due at `clock`, earliest first."""
+        """Pop the visitors whose look is planned at or before `clock`, earliest first
+        (the caller checks whether each is really due)."""
         out = []
         heap, planned = self.heap, self.planned
         while heap and heap[0][0] <= clock:

@@ -94,10 +94,11 @@ class Step:
                     self.app.producer, [(o.topic, o.key, o.value, None) for o in result.outputs]
                 )
             owned = self.owned()
-            events_by_partition = {e.message.partition: e for e in events}
-            for name, table in self.tables.items():
-                writes = [(k, v, p) for k, (p, v) in getattr(result, name).items() if p in owned]
-                await write_state(self.app.producer, table, writes, events_by_partition)
+            writes = {
+                name: [(k, v, p) for k, (p, v) in getattr(result, name).items() if p in owned]
+                for name in self.tables
+            }
+            await write_state(self.app.producer, self.tables, writes, events)
             owned = self.owned()
             offsets = {tp: o for tp, o in batch_offsets(events).items() if tp.partition in owned}
             try:
@@ -148,13 +149,22 @@ async def send_all(producer, messages: list[tuple[str, bytes, bytes | None, int 
     return await asyncio.gather(*futures)
 
 
-async def write_state(producer, table, writes: list, events_by_partition: Mapping) -> None:
-    """The changelog records of a table as one batch, acknowledged; then its store."""
-    if not writes:
+async def write_state(producer, tables: Mapping, writes: Mapping[str, list], events: list) -> None:
+    """Every table's changelog records as one batch, acknowledged; then the stores."""
+    messages = [
+        (tables[name].changelog_topic.get_topic_name(), k, v, p)
+        for name, items in writes.items()
+        for k, v, p in items
+    ]
+    if not messages:
         return
-    topic = table.changelog_topic.get_topic_name()
-    acked = await send_all(producer, [(topic, k, v, p) for k, v, p in writes])
-    last: dict[int, int] = {}
+    acked = await send_all(producer, messages)
+    last: dict[tuple[str, int], int] = {}
     for meta in acked:
-        last[meta.partition] = max(last.get(meta.partition, -1), meta.offset)
-    internals.write_store(table, events_by_partition, writes, last)
+        key = (meta.topic, meta.partition)
+        last[key] = max(last.get(key, -1), meta.offset)
+    events_by_partition = {e.message.partition: e for e in events}
+    for name, items in writes.items():
+        topic = tables[name].changelog_topic.get_topic_name()
+        offsets = {p: o for (t, p), o in last.items() if t == topic}
+        internals.write_store(tables[name], events_by_partition, items, offsets)

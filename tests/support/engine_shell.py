@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 
-from stream import config, topics
-from stream.metrics import windows
+from stream import config
 from stream.processor.engine import TICK_KEY, Engine, Record, tick_value
+from stream.processor.local import LocalTables
 from tests.golden.script import event
 
 EVENTS = "clickstream.events"
@@ -22,8 +22,7 @@ class Shell:
         env.setdefault("CLICKSTREAM_PARTITIONS", "1")
         self.settings = config.load(env)
         self.engine = Engine(self.settings)
-        self.visitors: dict[bytes, bytes] = {}
-        self.rows: dict[bytes, bytes] = {}
+        self.tables = LocalTables(self.settings.partitions)
         self.outputs: list[tuple[str, dict]] = []
         self.raw: list = []  # the Output records themselves
         self.offsets = itertools.count()
@@ -36,28 +35,29 @@ class Shell:
         self.store(result)
 
     def store(self, result) -> None:
-        for key, (_, value) in result.states.items():
-            if value is None:
-                self.visitors.pop(key, None)
-                self.deleted.add(key.decode())
-            else:
-                self.visitors[key] = value
-        for key, (_, value) in result.rows.items():
-            if value is None:
-                self.rows.pop(key, None)
-            else:
-                self.rows[key] = value
+        self.deleted |= {k.decode() for k, (_, v) in result.states.items() if v is None}
+        self.tables.store(result)
         self.outputs += [(o.topic, orjson.loads(o.value)) for o in result.outputs]
         self.raw += result.outputs
 
+    @property
+    def visitors(self) -> dict[bytes, bytes]:
+        return self.tables.visitors
+
+    @visitors.setter
+    def visitors(self, value: dict[bytes, bytes]) -> None:
+        self.tables.visitors = value
+
+    @property
+    def rows(self) -> dict[bytes, bytes]:
+        return self.tables.rows
+
+    @rows.setter
+    def rows(self, value: dict[bytes, bytes]) -> None:
+        self.tables.rows = value
+
     def scan(self, partition: int):
-        n = self.settings.partitions
-        for key, value in self.visitors.items():
-            if topics.partition_of(key, n) == partition:
-                yield key, value
-        for key, value in self.rows.items():
-            if windows.key_partition(key) == partition:
-                yield key, value
+        return self.tables.scan(partition)
 
     # --- records ----------------------------------------------------------------------
     def event_record(self, partition: int = 0, arrival: int | None = None, **fields: Any) -> Record:
