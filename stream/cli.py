@@ -13,6 +13,8 @@ from stream import config, logs
 from stream.broker import BrokerError
 from stream.config import Settings, SettingsError
 
+READY_TIMEOUT_S = 240.0
+
 
 def _settings() -> Settings:
     settings = config.load()
@@ -92,7 +94,9 @@ def run(roles: str, simulate: bool, rate: float) -> None:
         def on_ready(child):
             console.print(f"[green]ready[/] {child.name} ({time.monotonic() - started:.1f}s)")
 
-        ready = supervisor.wait_ready(60.0, on_ready)
+        # Generous: a processor recovering a large restored state takes a while (about
+        # 2,500 changelog records/s on 2 cores); a child that dies ends the wait at once.
+        ready = supervisor.wait_ready(READY_TIMEOUT_S, on_ready)
         if ready:
             console.print(_urls(settings, time.monotonic() - started), soft_wrap=True)
         elif not stop.is_set():

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -43,6 +44,7 @@ from aiokafka.structs import TopicPartition
 from stream import topics
 from stream.config import Settings
 from stream.processor.rebase import rebase
+from stream.procs import die_with_parent
 from stream.sink import rows
 
 log = logging.getLogger(__name__)
@@ -306,7 +308,10 @@ def before_start(settings: Settings, console, stop: threading.Event | None = Non
         return  # first start on this data directory: nothing archived
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers}
     code = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "restore-state"], env=env, check=False
+        [sys.executable, "-m", "stream.cli", "restore-state"],
+        env=env,
+        check=False,
+        preexec_fn=die_with_parent(signal.SIGKILL, new_group=False),  # dies with the runner
     ).returncode
     if code == 0:
         return
