@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from faust.exceptions import ConsumerNotStarted
+
 from stream.processor import faust_internals as internals
 from stream.processor.engine import BatchResult, Record
 from stream.processor.inflight import InFlight
@@ -115,7 +117,12 @@ class Step:
 
     # --- partitions -----------------------------------------------------------------
     def assigned(self) -> set:
-        return {tp for tp in self.app.consumer.assignment() if tp.topic == self.source}
+        """This step's partitions; none while the consumer is still starting."""
+        try:
+            assignment = self.app.consumer.assignment()
+        except ConsumerNotStarted:
+            return set()
+        return {tp for tp in assignment if tp.topic == self.source}
 
     def owned(self) -> set[int]:
         return {tp.partition for tp in self.assigned()}
