@@ -55,3 +55,15 @@ def test_another_faust_version_is_left_alone(pristine) -> None:
     original = consumer_module.Consumer._drain_messages
     faust_internals.apply()
     assert consumer_module.Consumer._drain_messages is original and not faust_internals._applied
+
+
+def test_the_processor_refuses_the_embedded_broker_without_the_end_offset_fix(pristine) -> None:
+    from stream import config
+    from stream.processor.app import create_app
+
+    pristine.setenv("CLICKSTREAM_FAUST_PATCHES", "0")
+    embedded = config.load(
+        {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092", "CLICKSTREAM_BROKER_PORT": "19092"}
+    )
+    with pytest.raises(config.SettingsError, match="Faust patches"):
+        create_app(embedded)
