@@ -76,6 +76,9 @@ class Outcome:
     applied: bool = False
     session_id: str = ""  # the session the event went to ("" unless applied)
     reopened: list[SessionState] = field(default_factory=list)  # closed sessions amended
+    session: SessionState | None = None  # the session the event went to (applied)
+    started: bool = False  # ... which the event opened
+    cart_before: bool = False  # ... whose cart was touched before the event
     closed: list[SessionState] = field(default_factory=list)  # sessions closed by this call
 
 
@@ -105,7 +108,10 @@ def apply(
         _lapse(state, machine, rules.lapse_ms, out)
     effects.identify(state, event)
     _reopen(state, ts, campaign(event), rules, out)
+    count = state.session_count
     session = _session_for(state, event, ts, rules, out)
+    out.session, out.started = session, state.session_count != count
+    out.cart_before = session.cart_touched
     order = effects.record(state, session, event, ts)
     _seen(state, event, ts)
     if session.is_new:

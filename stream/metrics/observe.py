@@ -12,7 +12,7 @@ from typing import Any
 
 from stream.journey.process import Outcome
 from stream.journey.records import is_bounce
-from stream.journey.state import SessionState, VisitorState
+from stream.journey.state import VisitorState
 from stream.metrics import windows as w
 from stream.metrics.windows import Delta
 
@@ -35,8 +35,8 @@ def observe(
             s.counted_bounce, s.counted_stage = is_bounce(s), s.stage
             figures = w.session_close_figures(s.counted_bounce, s.counted_stage)
             out.append(Delta(s.window, s.dims, figures))
-    if event is not None and outcome.applied:
-        delta = _event(before, state, event, outcome.session_id)
+    if event is not None and outcome.applied and outcome.session is not None:
+        delta = _event(before, state, event, outcome)
         if delta is not None:
             out.append(delta)
     dims = state.metric_dims
@@ -51,36 +51,26 @@ def observe(
 
 
 def _event(
-    before: VisitorState | None, state: VisitorState, event: dict[str, Any], session_id: str
+    before: VisitorState | None, state: VisitorState, event: dict[str, Any], outcome: Outcome
 ) -> Delta | None:
-    session = _find(state.sessions, session_id)
-    if session is None or event.get("is_bot"):
+    session = outcome.session
+    if event.get("is_bot"):
         return None
-    previous = None
-    if before is not None:
-        previous = _find(before.sessions, session_id) or _find(before.closed, session_id)
-    started = previous is None
+    started = outcome.started
     window = w.at(event["ts"])
     dims = w.dims_for(event, state.metric_dims, started, session.is_new)
     first, state.counted = w.first_in_row(state.counted, window, dims)
     state.metric_dims = dims
-    cart_created = (
-        event.get("event") == "Product Added"
-        and session.cart_touched
-        and not (previous is not None and previous.cart_touched)
-    )
     figures = w.event_figures(
         event,
         first_in_row=first,
         new_visitor=session.is_new,
         session_started=started,
-        cart_created=cart_created,
+        cart_created=event.get("event") == "Product Added"
+        and session.cart_touched
+        and not outcome.cart_before,
         order_counted=state.orders > (before.orders if before is not None else 0),
     )
     if started:
         session.window, session.dims = window, dims
     return Delta(window, dims, figures)
-
-
-def _find(sessions: list[SessionState], session_id: str) -> SessionState | None:
-    return next((s for s in sessions if s.id == session_id), None)

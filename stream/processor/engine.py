@@ -308,8 +308,7 @@ class _Batch:
             EVENTS_LATE.labels(event.get("source", "")).inc()
             self.result.outputs.append(self._left_out(record, event, outcome.state))
             return
-        known = () if before is None else (*before.sessions, *before.closed)
-        if not any(s.id == outcome.session_id for s in known):
+        if outcome.started:
             self.started[event.get("source", "")] += 1
         self.emit(outcome, visitor)
         self.fold(partition, deltas)
