@@ -69,6 +69,7 @@ _ENTRY = (
 class Outcome:
     state: VisitorState | None  # to store; None: the stored state is still right
     stage_changes: list[dict] = field(default_factory=list)
+    stage_amends: list[dict] = field(default_factory=list)  # earlier changes re-sent, corrected
     sessions: list[dict] = field(default_factory=list)
     triggers: list[dict] = field(default_factory=list)
     visitor: dict | None = None  # snapshot, when stage, sessions, orders or user_id changed
@@ -333,6 +334,45 @@ def _advance(
         out.sessions.append(records.session_summary(state, session))
     if rank > machine.rank(state.stage):
         _move(state, stage, ts, session.id, event_id, session.is_bot, machine, out)
+    elif ts < state.last_seen:
+        _insert(state, stage, ts, session.id, event_id, machine, out)
+
+
+def _insert(
+    state: VisitorState,
+    stage: str,
+    ts: int,
+    session_id_: str,
+    event_id: str,
+    machine: StageMachine,
+    out: Outcome,
+) -> None:
+    """An out-of-order event that reaches, at its own time, a stage the visitor only
+    passed over later (a product view that arrives after the cart add it preceded):
+    the path becomes what happened, m -> stage -> next, by a new transition and the next
+    one re-sent with its new from_stage (same idempotency key: it replaces the row)."""
+    if any(step[0] == machine.lapsed for step in state.history):
+        return  # a lapse is dated by arrival, not in event-time order: leave such paths
+    before, following, at_index = "", None, 0
+    for i, step in enumerate(state.history):
+        if step[1] <= ts:
+            before = step[0]
+        else:
+            following, at_index = step, i
+            break
+    rank = machine.rank(stage)
+    if (
+        following is None
+        or len(following) < 4  # written before transitions kept their event
+        or not machine.rank(before) < rank < machine.rank(following[0])
+        or (state.history and len(state.history) == MAX_HISTORY and ts < state.history[0][1])
+    ):
+        return
+    out.stage_changes.append(records.stage_change(state, before, stage, ts, session_id_, event_id))
+    to, at, next_event, next_session = following[:4]
+    out.stage_amends.append(records.stage_change(state, stage, to, at, next_session, next_event))
+    step = (stage, ts, event_id, session_id_)
+    state.history = [*state.history[:at_index], step, *state.history[at_index:]][-MAX_HISTORY:]
 
 
 def _move(
@@ -344,12 +384,13 @@ def _move(
     is_bot: bool,
     machine: StageMachine,
     out: Outcome,
+    key: str = "",
 ) -> None:
     out.stage_changes.append(
-        records.stage_change(state, state.stage, to, ts, session_id_, event_id)
+        records.stage_change(state, state.stage, to, ts, session_id_, event_id, key)
     )
     state.stage = to
-    state.history = [*state.history[-(MAX_HISTORY - 1) :], (to, ts)]
+    state.history = [*state.history[-(MAX_HISTORY - 1) :], (to, ts, event_id, session_id_)]
     if machine.rank(to) > machine.rank(state.max_stage):
         state.max_stage = to
         if (name := machine.stage_triggers.get(to)) and not is_bot:
@@ -361,6 +402,9 @@ def _lapse(state: VisitorState, machine: StageMachine, lapse_ms: int, out: Outco
     if not machine.can_lapse(state.stage):
         return
     at = state.last_seen + lapse_ms
-    _move(state, machine.lapsed, at, "", state.last_event_id, state.is_bot, machine, out)
+    # Keyed by the last event AND how many events came before: a customer can lapse twice
+    # after the same last event (a late event brought them back without moving it).
+    key = f"{state.last_event_id}:{state.events}"
+    _move(state, machine.lapsed, at, "", state.last_event_id, state.is_bot, machine, out, key)
     if not state.is_bot:
-        out.triggers.append(records.trigger(state, LAPSED, at, "", state.last_event_id))
+        out.triggers.append(records.trigger(state, LAPSED, at, "", key))

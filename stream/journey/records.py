@@ -11,10 +11,19 @@ from stream.sessionize.ids import idempotency_key
 
 
 def stage_change(
-    state: VisitorState, from_stage: str, to_stage: str, ts: int, session_id: str, event_id: str
+    state: VisitorState,
+    from_stage: str,
+    to_stage: str,
+    ts: int,
+    session_id: str,
+    event_id: str,
+    key: str = "",
 ) -> dict:
+    """`key`: what makes the transition unique when its event does not (a lapse)."""
     return {
-        "idempotency_key": idempotency_key(state.visitor_id, from_stage, to_stage, event_id),
+        # Not from_stage: a transition re-sent with a corrected from_stage (an event that
+        # arrived out of order, see process._insert) replaces the earlier row.
+        "idempotency_key": idempotency_key(state.visitor_id, to_stage, key or event_id),
         "visitor_id": state.visitor_id,
         "anonymous_id": state.anonymous_id,
         "user_id": state.user_id,

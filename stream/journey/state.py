@@ -28,7 +28,7 @@ MAX_ORDER_IDS = 8
 
 CartLine = tuple[str, str, str, float, int]  # product_id, sku, name, price, quantity
 Product = tuple[str, str, str]  # product_id, name, url
-Step = tuple[str, int]  # stage, ts
+Step = tuple  # (stage, ts, event id, session id); older states hold (stage, ts)
 
 
 @dataclass(slots=True)

@@ -393,6 +393,8 @@ class _Batch:
         for change in outcome.stage_changes:
             STAGE_TRANSITIONS.labels(change["from_stage"] or "none", change["to_stage"]).inc()
             outputs.append(Output(out["stage_changes"], key, orjson.dumps(change)))
+        for change in outcome.stage_amends:  # a correction, not a transition more
+            outputs.append(Output(out["stage_changes"], key, orjson.dumps(change)))
         for session in outcome.sessions:
             if session.get("closed"):
                 SESSIONS_CLOSED.labels(session.get("close_reason") or "timeout").inc()

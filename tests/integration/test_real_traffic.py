@@ -149,3 +149,21 @@ def test_events_out_of_order_in_one_request_follow_event_time(pipeline):
         f" WHERE visitor_id = '{visitor}' ORDER BY ts",
         [["", "awareness"], ["awareness", "consideration"], ["consideration", "decision"]],
     )
+
+
+def test_a_stage_reached_out_of_order_across_requests_is_put_in_its_place(pipeline):
+    """The product view arrives in a later request than the cart add that followed it:
+    the stored path is still awareness -> consideration -> decision, in event time."""
+    now = int(time.time() * 1000)
+    visitor = f"ooo2-{uuid.uuid4().hex[:6]}"
+    post(pipeline, [call(visitor, now), call(visitor, now + 2000, "Product Added")])
+    pipeline.wait_for(
+        f"SELECT count() FROM clickstream.stage_transitions FINAL WHERE visitor_id = '{visitor}'",
+        [[2]],
+    )
+    post(pipeline, [call(visitor, now + 1000, "Product Viewed")])
+    pipeline.wait_for(
+        "SELECT from_stage, to_stage FROM clickstream.stage_transitions FINAL"
+        f" WHERE visitor_id = '{visitor}' ORDER BY ts",
+        [["", "awareness"], ["awareness", "consideration"], ["consideration", "decision"]],
+    )

@@ -71,6 +71,12 @@ def _check(script: dict, result: Run) -> None:
                 fields = {k: v for k, v in want.items() if k != "change"}
                 _assert_subset(got, _expected(fields, day, got["visitor_id"]), "stage change")
 
+    if "stage_amends" in expect:
+        amends = [r for o in result.outcomes for r in o.stage_amends]
+        assert [f"{c['from_stage']}->{c['to_stage']}" for c in amends] == expect["stage_amends"]
+        keys = {c["idempotency_key"] for c in result.stage_changes}
+        assert all(c["idempotency_key"] in keys for c in amends), "an amend replaces a change"
+
     if "triggers" in expect:
         triggers = result.triggers
         assert [t["trigger"] for t in triggers] == [w["trigger"] for w in expect["triggers"]]
