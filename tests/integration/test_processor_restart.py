@@ -162,13 +162,13 @@ def run(tmp_path, name: str, records: list[dict], clock_ms: int, crash: str) -> 
             cluster.start_processor("processor-1")
         elif crash == "single":
             first = cluster.start_processor("processor-1")
-            wait_above(cluster, transitions, 500)
+            wait_above(cluster, transitions, 300)
             cluster.kill(first)
             cluster.start_processor("processor-2")
         else:  # "rebalance": two workers share the partitions, one dies mid-stream
             cluster.start_processor("processor-1")
             second = cluster.start_processor("processor-2")
-            wait_above(cluster, transitions, 500)
+            wait_above(cluster, transitions, 300)
             cluster.kill(second)
         settled(cluster, len(records))
         return outputs(cluster)
@@ -187,11 +187,11 @@ def wait_above(cluster: Cluster, query: str, n: int, timeout: float = 60.0) -> N
 @pytest.mark.timeout(420)
 def test_a_crash_or_a_rebalance_mid_stream_changes_no_output(tmp_path):
     now_ms = int(time.time() * 1000)
-    records = make_events(1500, now_ms)
+    records = make_events(600, now_ms)
     clock = now_ms + DAY_MS
     reference = run(tmp_path, "uninterrupted", records, clock, "none")
-    assert len(reference["sessions"]) > 1500 and reference["customers"]
-    assert len(reference["stage_transitions"]) > 3000 and reference["triggers"]
+    assert len(reference["sessions"]) > 600 and reference["customers"]
+    assert len(reference["stage_transitions"]) > 1200 and reference["triggers"]
     for crash in ("single", "rebalance"):
         got = run(tmp_path, crash, records, clock, crash)
         for table, rows in reference.items():
