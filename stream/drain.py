@@ -36,13 +36,10 @@ from stream.config import Settings
 log = logging.getLogger(__name__)
 
 # What the processor consumes (stream/processor/app.py): the events, and the identities
-# its second agent folds into customers; the control topic only where it still exists.
-PROCESSOR_SOURCES = tuple(
-    t for t in (topics.EVENTS, topics.CONTROL, topics.IDENTITIES) if t in topics.ALL
-)
-# Where the processor writes its ticks (every 2 s per partition, as long as it runs):
-# the events topic itself, or the control topic in older layouts.
-TICKED = (topics.EVENTS, topics.CONTROL)
+# its second agent folds into customers.
+PROCESSOR_SOURCES = (topics.EVENTS, topics.IDENTITIES)
+# Where the processor writes its ticks (every 2 s per partition, as long as it runs).
+TICKED = (topics.EVENTS,)
 ROUND_S = 1.0
 
 

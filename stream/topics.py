@@ -11,7 +11,6 @@ from stream.config import Settings
 
 EVENTS = "clickstream.events"  # valid, enriched events, keyed by visitor id
 INVALID = "clickstream.invalid"  # dead letters: original payload + reasons
-CONTROL = "clickstream.control"  # unused since ticks go into EVENTS itself; kept for old clusters
 STAGE_CHANGES = "journey.stage-changes"  # one record per stage transition
 SESSIONS = "journey.sessions"  # session summaries (updates and close)
 TRIGGERS = "journey.triggers"  # cart abandoned, first purchase, ...

@@ -14,6 +14,7 @@ from stream.journey.process import Outcome
 from stream.journey.records import is_bounce
 from stream.journey.state import VisitorState
 from stream.metrics import windows as w
+from stream.metrics.figures import window_of
 from stream.metrics.windows import Delta
 
 
@@ -43,10 +44,10 @@ def observe(
     if dims is None or state.is_bot:
         return out
     for change in outcome.stage_changes:
-        out.append(Delta(w.at(change["ts"]), dims, w.STAGE_CHANGE))
+        out.append(Delta(window_of(change["ts"]), dims, w.STAGE_CHANGE))
     for trigger in outcome.triggers:
         if trigger["trigger"] == "cart_abandoned":
-            out.append(Delta(w.at(trigger["ts"]), dims, w.CART_ABANDONED))
+            out.append(Delta(window_of(trigger["ts"]), dims, w.CART_ABANDONED))
     return out
 
 
@@ -57,7 +58,7 @@ def _event(
     if event.get("is_bot"):
         return None
     started = outcome.started
-    window = w.at(event["ts"])
+    window = window_of(event["ts"])
     dims = w.dims_for(event, state.metric_dims, started, session.is_new)
     first, state.counted = w.first_in_row(state.counted, window, dims)
     state.metric_dims = dims

@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from stream.metrics import figures as fig
-from stream.metrics.figures import Dims, window_of
+from stream.metrics.figures import Dims
 from stream.sessionize.ids import idempotency_key
 
 FORMAT = 1
@@ -244,7 +244,3 @@ def session_close_figures(bounce: bool, stage: str, sign: int = 1) -> Figures:
 
 STAGE_CHANGE = ((fig.STAGE_TRANSITIONS, 1),)
 CART_ABANDONED = ((fig.CARTS_ABANDONED, 1),)
-
-
-def at(ts: int) -> int:
-    return window_of(int(ts))

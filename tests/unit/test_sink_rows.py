@@ -240,7 +240,7 @@ def test_a_rejected_row_keeps_source_and_message_id():
 def test_every_topic_but_the_processors_own_has_a_table():
     settings = config.load({"CLICKSTREAM_TOPIC_PREFIX": "dev."})
     routes = rows.routes(settings)
-    internal = {topics.CONTROL, topics.IDENTITIES}
+    internal = {topics.IDENTITIES}
     changelogs = set(topics.changelog_topics(settings))  # the processor's state, archived
     assert set(routes) == {f"dev.{t}" for t in topics.ALL if t not in internal} | changelogs
     assert all(routes[t] is rows.PROCESSOR_STATE for t in changelogs)
