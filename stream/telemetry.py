@@ -63,7 +63,9 @@ EVENTS_PROCESSED = Counter(
     "clickstream_events_processed_total", "Events applied to journey state.", ["source"]
 )
 EVENTS_LATE = Counter(
-    "clickstream_events_late_total", "Events later than the allowed lateness.", ["source"]
+    "clickstream_events_late_total",
+    "Events left out of journeys: older than any session the visitor's state still holds.",
+    ["source"],
 )
 PROCESSING_FAILURES = Counter(
     "clickstream_processing_failures_total", "Events the processor dead-lettered.", ["reason"]
