@@ -71,6 +71,9 @@ class Settings:
     # Sink.
     sink_batch_rows: int = 10_000
     sink_batch_seconds: float = 1.0
+    # Caught up with the topics: write a batch once its first row is this old, without
+    # waiting for sink_batch_seconds (latency under light and steady load).
+    sink_idle_flush_seconds: float = 0.25
     events_ttl_days: int = 0
     # API.
     admin_token: str = ""
@@ -315,6 +318,7 @@ ENV: dict[str, tuple[str, object]] = {
     "CLICKSTREAM_STATE_ARCHIVE": ("state_archive", _state_archive),
     "CLICKSTREAM_SINK_BATCH_ROWS": ("sink_batch_rows", _int(1, 1_000_000)),
     "CLICKSTREAM_SINK_BATCH_SECONDS": ("sink_batch_seconds", _float(0.01, 60.0)),
+    "CLICKSTREAM_SINK_IDLE_FLUSH_SECONDS": ("sink_idle_flush_seconds", _float(0.0, 60.0)),
     "CLICKSTREAM_EVENTS_TTL_DAYS": ("events_ttl_days", _int(0, 36500)),
     "CLICKSTREAM_ADMIN_TOKEN": ("admin_token", _str),
     "CLICKSTREAM_LOG_LEVEL": ("log_level", _log_level),

@@ -90,13 +90,20 @@ def apply(
     rules: SessionRules,
     machine: StageMachine,
     partition: int = 0,
+    *,
+    in_place: bool = False,
 ) -> Outcome:
-    """Apply one event of the visitor, read at `offset` of `partition`."""
+    """Apply one event of the visitor, read at `offset` of `partition`. `in_place`: the
+    caller owns `state` (e.g. decoded for this batch) and lets it change, which spares
+    a copy per event."""
     if state is not None and offset <= state.offsets.get(partition, -1):
         return Outcome(None)
     ts = int(event["ts"])
     arrival = int(event.get("received_at") or ts)
-    state = _new_visitor(event, ts) if state is None else copy_state(state)
+    if state is None:
+        state = _new_visitor(event, ts)
+    elif not in_place:
+        state = copy_state(state)
     state.offsets[partition] = offset
     state.last_arrival = max(state.last_arrival, arrival)
     if ts < state.floor:
@@ -139,17 +146,20 @@ def tick(
     rules: SessionRules,
     machine: StageMachine,
     lapse_ms: int | None = None,
+    *,
+    in_place: bool = False,
 ) -> Outcome:
     """The partition clock (arrival time) reached `clock_ms`: close the sessions of a
     visitor not heard from for rules.idle_ms (timeout + lateness); lapse a buyer not heard from for
-    `lapse_ms` (default rules.lapse_ms)."""
+    `lapse_ms` (default rules.lapse_ms). `in_place` as for apply()."""
     lapse_ms = rules.lapse_ms if lapse_ms is None else lapse_ms
     quiet = clock_ms - state.last_arrival
     settles = bool(state.sessions) and quiet >= rules.idle_ms
     lapses = machine.can_lapse(state.stage) and quiet >= lapse_ms
     if not (settles or lapses):
         return Outcome(None)
-    state = copy_state(state)
+    if not in_place:
+        state = copy_state(state)
     out = Outcome(state)
     watched = _watched(state)
     if settles:
@@ -211,9 +221,13 @@ def _first_touch(state: VisitorState, s: SessionState) -> None:
 def _session_for(
     state: VisitorState, event: EventRecord, ts: int, rules: SessionRules, out: Outcome
 ) -> SessionState:
-    i, ended_by = choose(state.sessions, ts, campaign(event), rules)
-    if i is not None:
-        s = state.sessions[i]
+    spans = state.sessions
+    if state.closed and state.sessions and state.closed[-1].start > state.sessions[0].start:
+        # a reopened session has closed ones after it: it must not grow over them
+        spans = sorted([*state.sessions, *state.closed], key=lambda o: o.start)
+    i, ended_by = choose(spans, ts, campaign(event), rules)
+    if i is not None:  # an open one: _reopen() brought back any closed one it belongs to
+        s = spans[i]
         if ts < s.start:  # an earlier event: it becomes the entry where it says something
             s.start = ts
             _entry(s, event, only_given=True)
@@ -229,9 +243,10 @@ def _session_for(
     )
     _entry(s, event, only_given=False)
     _device(s, event)
+    prev = next((o for o in reversed(spans) if o.start < ts), None)
+    if ended_by and prev is not None and any(prev is o for o in state.sessions):
+        prev.ended_by = ended_by  # a closed one has its reason already
     at = sum(1 for o in state.sessions if o.start < ts)
-    if at and ended_by:
-        state.sessions[at - 1].ended_by = ended_by
     state.sessions.insert(at, s)
     state.session_count += 1
     if len(state.sessions) > MAX_OPEN_SESSIONS:  # e.g. a bot switching campaign per hit

@@ -19,9 +19,10 @@ from stream.metrics.windows import Delta
 
 
 def observe(
-    before: VisitorState | None, outcome: Outcome, event: dict[str, Any] | None = None
+    outcome: Outcome, event: dict[str, Any] | None = None, orders_before: int = 0
 ) -> list[Delta]:
-    """The row changes of one outcome; `event` is the applied event (None for a tick)."""
+    """The row changes of one outcome; `event` is the applied event (None for a tick),
+    `orders_before` the visitor's order count before it."""
     state = outcome.state
     if state is None:
         return []
@@ -37,7 +38,7 @@ def observe(
             figures = w.session_close_figures(s.counted_bounce, s.counted_stage)
             out.append(Delta(s.window, s.dims, figures))
     if event is not None and outcome.applied and outcome.session is not None:
-        delta = _event(before, state, event, outcome)
+        delta = _event(orders_before, state, event, outcome)
         if delta is not None:
             out.append(delta)
     dims = state.metric_dims
@@ -52,7 +53,7 @@ def observe(
 
 
 def _event(
-    before: VisitorState | None, state: VisitorState, event: dict[str, Any], outcome: Outcome
+    orders_before: int, state: VisitorState, event: dict[str, Any], outcome: Outcome
 ) -> Delta | None:
     session = outcome.session
     if event.get("is_bot"):
@@ -70,7 +71,7 @@ def _event(
         cart_created=event.get("event") == "Product Added"
         and session.cart_touched
         and not outcome.cart_before,
-        order_counted=state.orders > (before.orders if before is not None else 0),
+        order_counted=state.orders > orders_before,
     )
     if started:
         session.window, session.dims = window, dims

@@ -142,9 +142,13 @@ def create_app(settings: Settings) -> faust.App:
         lambda records, read: engine.link(records, lambda user: read("states", user.encode())),
     )
 
+    # The events come a fetch at a time, past Faust's per-message delivery (patch 4):
+    # the agent stays declared, for the subscription and the partitions' assignment.
+    batches = faust_internals.deliver_in_batches(events_topic) if _batched() else None
+
     @app.agent(events, concurrency=1)
     async def journeys(stream):
-        await journey.run(stream)
+        await (journey.run(stream) if batches is None else journey.run_batches(batches))
 
     @app.agent(identities, concurrency=1)
     async def link_people(stream):
@@ -202,6 +206,10 @@ def create_app(settings: Settings) -> faust.App:
         return web.json({"status": "ok", "partitions": sorted(journey.owned())})
 
     return app
+
+
+def _batched() -> bool:
+    return faust_internals.batch_delivery() and faust_internals.apply()
 
 
 def _embedded(settings: Settings) -> bool:

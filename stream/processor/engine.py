@@ -252,6 +252,9 @@ class _Batch:
         self.dirty_rows: dict[bytes, int] = {}
         self.clocks: dict[int, PartitionRecord] = {}
         self.result = BatchResult()
+        # What each visitor's state went through in this batch (events and tick clocks),
+        # to rebuild it when a step fails half-way: states change in place.
+        self.steps: dict[str, list[tuple[int, int, dict | None]]] = {}
         # Counted per source, into Prometheus once per batch (a label look-up per event
         # was a tenth of the engine's time).
         self.processed: Counter[str] = Counter()
@@ -297,12 +300,14 @@ class _Batch:
         clock = self.clock(partition)
         received = int(event.get("received_at") or 0)
         clock.clock = max(clock.clock, received)
-        before = self.state_of(visitor)
-        engine = self.engine
-        outcome = apply(before, event, record.offset, engine.rules, engine.machine, partition)
+        try:
+            outcome, deltas = self._apply(self.state_of(visitor), record.offset, partition, event)
+        except Exception:
+            self._rebuild(visitor)
+            raise
         if outcome.state is None:
             return  # a replayed record: already applied
-        deltas = observe(before, outcome, event)
+        self.steps.setdefault(visitor, []).append((record.offset, partition, event))
         self.put_state(visitor, partition, outcome.state)
         if outcome.late:
             EVENTS_LATE.labels(event.get("source", "")).inc()
@@ -339,29 +344,70 @@ class _Batch:
             else:
                 part.schedule.plan(visitor, look)
         for _, visitor in sorted(due_now):
-            state = self.state_of(visitor)
-            outcome = tick(state, clock.clock, engine.rules, engine.machine, engine.lapse_ms)
+            try:
+                outcome, deltas, state = self._tick(self.state_of(visitor), clock.clock)
+            except Exception:
+                self._rebuild(visitor)
+                raise
+            self.steps.setdefault(visitor, []).append((clock.clock, partition, None))
             if outcome.state is not None:
-                deltas = observe(state, outcome)
-                state = outcome.state
                 self.emit(outcome, visitor)
                 self.fold(partition, deltas)
-            if not state.sessions and clock.clock - state.last_arrival >= engine.ttl_ms:
-                # Idle for the state TTL: forget the visitor (its last snapshot stays in
-                # ClickHouse). Deleted inside stream processing: it is in the changelog.
+            if state is None:
+                # Idle for the state TTL: forgotten (its last snapshot stays in ClickHouse).
+                # Deleted inside stream processing: it is in the changelog.
                 STATES_EXPIRED.inc()
-                if state.user_id:  # its person forgets the device too
+                if outcome.state.user_id:  # its person forgets the device too
                     self.result.outputs.append(
                         Output(
                             engine.out_topics["identities"],
-                            state.user_id.encode(),
+                            outcome.state.user_id.encode(),
                             gone_record(visitor),
                         )
                     )
-                state = None
             self.put_state(visitor, partition, state)
         self.publish(partition, clock)
         VISITORS_IN_STATE.labels(str(partition)).set(len(part.schedule))
+
+    # --- one visitor's steps (in place) ------------------------------------------
+    def _apply(
+        self, state: VisitorState | None, offset: int, partition: int, event: dict
+    ) -> tuple[Outcome, list[Delta]]:
+        engine = self.engine
+        orders_before = 0 if state is None else state.orders
+        outcome = apply(
+            state, event, offset, engine.rules, engine.machine, partition, in_place=True
+        )
+        return outcome, ([] if outcome.state is None else observe(outcome, event, orders_before))
+
+    def _tick(
+        self, state: VisitorState, clock_ms: int
+    ) -> tuple[Outcome, list[Delta], VisitorState | None]:
+        """tick() and its deltas, and the state after it: None once idle for the TTL."""
+        engine = self.engine
+        outcome = tick(
+            state, clock_ms, engine.rules, engine.machine, engine.lapse_ms, in_place=True
+        )
+        deltas = [] if outcome.state is None else observe(outcome)
+        after = outcome.state or state
+        if not after.sessions and clock_ms - after.last_arrival >= engine.ttl_ms:
+            outcome.state = after  # expiry changes the stored state even without work
+            return outcome, deltas, None
+        return outcome, deltas, after
+
+    def _rebuild(self, visitor: str) -> None:
+        """A step failed half-way through a state it changes in place: the state as
+        stored, with this batch's steps before the failed one applied again (their
+        outputs are already out)."""
+        raw = self.load(visitor.encode())
+        state = decode_state(raw) if raw else None
+        for at, partition, event in self.steps.get(visitor, ()):
+            if event is not None:
+                outcome, _ = self._apply(state, at, partition, event)
+                state = outcome.state or state
+            elif state is not None:
+                state = self._tick(state, at)[2]
+        self.states[visitor] = state
 
     def publish(self, partition: int, clock: PartitionRecord) -> None:
         """Every metric row changed since the last tick, once, numbered; then forgotten."""

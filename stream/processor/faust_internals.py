@@ -20,6 +20,15 @@ for comparisons only; the processor refuses to run on the embedded broker withou
    running and flow control is open, the callback cannot block (channels put without
    waiting), so it is awaited directly; otherwise Faust's path runs unchanged. The
    loop is Faust's `Consumer._drain_messages` with only that line changed.
+4. Batch delivery for the events topic. Per record, Faust's `getmany` makes a Message,
+   feeds the monitor and checks the generation; the conductor then makes an Event, runs
+   the sensors and queues it into the agent's channel, and `take_events` dequeues it:
+   about half of the processor's main thread, measured (BENCHMARKS.md, fourth
+   session). A topic registered with `deliver_in_batches` skips all of that: each
+   fetch's records of that topic go, as aiokafka returned them, in one list into the
+   topic's queue, which the agent's step reads (step.py). Nothing else changes: the
+   step admits exactly the next offsets (positions.py), writes state and commits
+   offsets itself, as it did with Faust's events. Other topics go Faust's way.
 
 Part 2, private calls the processor's batch step makes (no public API does these):
 - `seek`: aiokafka's seek is not thread-safe and Faust runs the consumer in a thread
@@ -49,6 +58,19 @@ log = logging.getLogger(__name__)
 FAUST_VERSION = "0.15.3"
 FETCH_MAX_WAIT_MS = 100
 _applied = False
+_batch_queues: dict[str, asyncio.Queue] = {}  # topic -> fetched [(tp, [records])] lists
+
+
+def deliver_in_batches(topic: str, maxsize: int = 4) -> asyncio.Queue:
+    """Patch 4: the queue that receives every fetch's records of `topic`, in lists of
+    (tp, records); at most `maxsize` fetches wait in it (the fetch loop waits beyond)."""
+    if not enabled() or os.environ.get("CLICKSTREAM_FAUST_BATCHES", "1") == "0":
+        raise RuntimeError("batch delivery is off")
+    return _batch_queues.setdefault(topic, asyncio.Queue(maxsize))
+
+
+def batch_delivery() -> bool:
+    return enabled() and os.environ.get("CLICKSTREAM_FAUST_BATCHES", "1") != "0"
 
 
 class RecoveryProbeError(RuntimeError):
@@ -208,7 +230,10 @@ def write_store(table, partition_events: Mapping, writes, acked_offsets: Mapping
 
 
 async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - Faust's loop
-    """faust 0.15.3's Consumer._drain_messages, delivering inline when it cannot block."""
+    """faust 0.15.3's Consumer._drain_messages, delivering inline when it cannot block,
+    and the records of batch topics (patch 4) a fetch at a time."""
+    if _batch_queues:
+        return await _drain_in_batches(self, fetcher)
     from faust.transport.consumer import CONSUMER_FETCHING
 
     callback = self.callback
@@ -252,6 +277,85 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - Faust's 
                             await self.wait_first(callback(message), self.suspend_flow.wait())
                         set_read_offset(tp, offset)
                 unset_flag(CONSUMER_FETCHING)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(CONSUMER_FETCHING)
+
+
+async def _drain_in_batches(self, fetcher) -> None:  # pragma: no cover - Faust's loop
+    """Faust's fetch loop (`_drain_messages` + `getmany`, 0.15.3) with patch 4: records
+    of batch topics go to their queue a fetch at a time, the rest one message at a time
+    as Faust does (inline delivery, patch 3)."""
+    from faust.transport.consumer import CONSUMER_FETCHING
+
+    callback = self.callback
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    suspended = self.suspend_flow.is_set
+    flow_open = self.app.flow_control.is_active
+    queues = _batch_queues
+    to_message = self._to_message
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(CONSUMER_FETCHING)
+            records, active = await self._wait_next_records(1.0)
+            await self.sleep(0)
+            if records is None or self.should_stop:
+                unset_flag(CONSUMER_FETCHING)
+                continue
+            if not self.flow_active:  # what Faust's getmany does then
+                await self.perform_seek()
+                unset_flag(CONSUMER_FETCHING)
+                continue
+            batches: dict[str, list] = {}
+            rest: dict = {}
+            for tp, tp_records in records.items():
+                if active is not None and tp not in active and tp not in self._buffered_partitions:
+                    continue
+                r_offset = get_read_offset(tp)
+                if r_offset is not None and tp_records and tp_records[0].offset < r_offset:
+                    tp_records = [r for r in tp_records if r.offset >= r_offset]
+                if not tp_records:
+                    continue
+                if tp.topic in queues:
+                    batches.setdefault(tp.topic, []).append((tp, tp_records))
+                    set_read_offset(tp, tp_records[-1].offset)
+                else:
+                    rest[tp] = tp_records
+            for topic, batch in batches.items():
+                await queues[topic].put(batch)
+            generation = self.app.consumer_generation_id
+            for n, (tp, record) in enumerate(self.scheduler.iterate(rest), 1):
+                if not self.flow_active or self.app.consumer_generation_id != generation:
+                    break
+                if n % 100 == 0:
+                    await asyncio.sleep(0)
+                if self._commit_every is not None and self._n_acked >= self._commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+                message = to_message(tp, record)
+                if not suspended() and flow_open():
+                    await callback(message)
+                else:
+                    await self.wait_first(callback(message), self.suspend_flow.wait())
+                set_read_offset(tp, record.offset)
+            unset_flag(CONSUMER_FETCHING)
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:
             self.log.info("Broker stopped consumer, shutting down...")

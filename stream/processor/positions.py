@@ -54,16 +54,21 @@ class Positions:
                 table.pop(tp, None)
 
     def admit(
-        self, events: Iterable[Any], now: float | None = None, assigned: Any = None
+        self,
+        events: Iterable[Any],
+        now: float | None = None,
+        assigned: Any = None,
+        at: Callable[[Any], tuple[Any, int]] = None,
     ) -> tuple[list, dict]:
         """The events to apply, in order, and the seeks to issue ({tp: offset}). Events
-        of partitions not in `assigned` (when given) are left: no longer ours."""
+        of partitions not in `assigned` (when given) are left: no longer ours. `at`
+        gives an item's (tp, offset); by default a Faust event's."""
         now = time.monotonic() if now is None else now
+        at = at or event_at
         keep: list = []
         seeks: dict[Any, int] = {}
         for event in events:
-            message = event.message
-            tp, offset = message.tp, message.offset
+            tp, offset = at(event)
             if assigned is not None and tp not in assigned:
                 continue
             expected = self.next.get(tp)
@@ -153,6 +158,16 @@ class Positions:
         )
 
 
-def batch_offsets(events: Sequence[Any]) -> dict[Any, int]:
+def event_at(event: Any) -> tuple[Any, int]:
+    return event.message.tp, event.message.offset
+
+
+def pair_at(pair: tuple[Any, Any]) -> tuple[Any, int]:
+    """A (tp, record) pair's position: batch delivery (faust_internals patch 4)."""
+    return pair[0], pair[1].offset
+
+
+def batch_offsets(events: Sequence[Any], at: Callable[[Any], tuple[Any, int]] = None) -> dict:
     """The offset to commit per partition: the next one after the batch's last."""
-    return {event.message.tp: event.message.offset + 1 for event in events}
+    at = at or event_at
+    return {tp: offset + 1 for tp, offset in map(at, events)}

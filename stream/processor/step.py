@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from faust.exceptions import ConsumerNotStarted
@@ -28,7 +28,7 @@ from faust.exceptions import ConsumerNotStarted
 from stream.processor import faust_internals as internals
 from stream.processor.engine import BatchResult, Record
 from stream.processor.inflight import InFlight
-from stream.processor.positions import Positions, batch_offsets
+from stream.processor.positions import Positions, batch_offsets, pair_at
 from stream.telemetry import PROCESSING_LATENCY
 
 log = logging.getLogger(__name__)
@@ -57,24 +57,44 @@ class Step:
 
     # --- the agent ----------------------------------------------------------------
     async def run(self, stream) -> None:
+        """Batches from a Faust stream of this step's source."""
+        await self._run(
+            [(e.message.tp, e.message) for e in batch]
+            async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN)
+        )
+
+    async def run_batches(self, queue: asyncio.Queue) -> None:
+        """Batches from faust_internals' batch delivery (patch 4): each fetch's records,
+        as many fetches as are waiting merged up to BATCH_MAX records."""
+
+        async def batches() -> AsyncIterator[list]:
+            while True:
+                groups = await queue.get()
+                size = sum(len(records) for _, records in groups)
+                while size < BATCH_MAX and not queue.empty():
+                    more = queue.get_nowait()
+                    groups += more
+                    size += sum(len(records) for _, records in more)
+                yield [(tp, record) for tp, records in groups for record in records]
+
+        await self._run(batches())
+
+    async def _run(self, batches: AsyncIterator[list]) -> None:
+        """`batches`: lists of (tp, record); a record has topic, partition, offset, key
+        and value (an aiokafka ConsumerRecord, or a Faust Message)."""
         finishing: asyncio.Future | None = None
         number = 0
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-            events = await self.admit(batch)
-            if not events:
+        async for pairs in batches:
+            admitted = await self.admit(pairs)
+            if not admitted:
                 continue
-            records = [
-                Record(m.topic, m.partition, m.offset, m.key, e.value)
-                for e in events
-                for m in (e.message,)
-            ]
-            result = self.compute(records, self.read)
+            result = self.compute([record for _, record in admitted], self.read)
             number += 1
             for name in self.tables:
                 self.inflight[name].put(number, getattr(result, name))
             if finishing is not None:
                 await finishing  # one batch in flight at most, finished in order
-            finishing = asyncio.ensure_future(self.finish(number, result, events))
+            finishing = asyncio.ensure_future(self.finish(number, result, admitted))
             if result.last_received_at:
                 PROCESSING_LATENCY.observe(max(0.0, time.time() - result.last_received_at / 1000))
 
@@ -82,14 +102,14 @@ class Step:
         """A key's value as the next batch must see it: in flight, else stored."""
         return self.inflight[table].get(key, self.tables[table].get)
 
-    async def admit(self, batch: list) -> list:
-        events, seeks = self.positions.admit(batch, assigned=self.assigned())
+    async def admit(self, pairs: list) -> list:
+        admitted, seeks = self.positions.admit(pairs, assigned=self.assigned(), at=pair_at)
         if seeks:
             await internals.seek(self.app.consumer, seeks)
-        return events
+        return admitted
 
     # --- outputs -> state -> offsets ----------------------------------------------
-    async def finish(self, number: int, result: BatchResult, events: list) -> None:
+    async def finish(self, number: int, result: BatchResult, pairs: list) -> None:
         try:
             if result.outputs:
                 await send_all(
@@ -100,9 +120,11 @@ class Step:
                 name: [(k, v, p) for k, (p, v) in getattr(result, name).items() if p in owned]
                 for name in self.tables
             }
-            await write_state(self.app.producer, self.tables, writes, events)
+            await write_state(self.app.producer, self.tables, writes, pairs)
             owned = self.owned()
-            offsets = {tp: o for tp, o in batch_offsets(events).items() if tp.partition in owned}
+            offsets = {
+                tp: o for tp, o in batch_offsets(pairs, pair_at).items() if tp.partition in owned
+            }
             try:
                 await internals.commit(self.app.consumer, offsets)
             except Exception as exc:  # noqa: BLE001 - the next batch's commit covers it
@@ -156,8 +178,19 @@ async def send_all(producer, messages: list[tuple[str, bytes, bytes | None, int 
     return await asyncio.gather(*futures)
 
 
-async def write_state(producer, tables: Mapping, writes: Mapping[str, list], events: list) -> None:
-    """Every table's changelog records as one batch, acknowledged; then the stores."""
+class _Source:
+    """What a store write is filed under: the RocksDB store reads the partition from
+    Faust's current event (`event.message.partition`)."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, record) -> None:
+        self.message = record
+
+
+async def write_state(producer, tables: Mapping, writes: Mapping[str, list], pairs: list) -> None:
+    """Every table's changelog records as one batch, acknowledged; then the stores.
+    `pairs`: the batch's (tp, record)s, whose partitions the writes are filed under."""
     messages = [
         (tables[name].changelog_topic.get_topic_name(), k, v, p)
         for name, items in writes.items()
@@ -170,8 +203,8 @@ async def write_state(producer, tables: Mapping, writes: Mapping[str, list], eve
     for meta in acked:
         key = (meta.topic, meta.partition)
         last[key] = max(last.get(key, -1), meta.offset)
-    events_by_partition = {e.message.partition: e for e in events}
+    sources = {record.partition: _Source(record) for _, record in pairs}
     for name, items in writes.items():
         topic = tables[name].changelog_topic.get_topic_name()
         offsets = {p: o for (t, p), o in last.items() if t == topic}
-        internals.write_store(tables[name], events_by_partition, items, offsets)
+        internals.write_store(tables[name], sources, items, offsets)

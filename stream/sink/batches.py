@@ -68,20 +68,22 @@ class Batches:
         """Every record of `tp` below `next_offset` was read (and added)."""
         self.consumed[tp] = next_offset
 
-    def due(self, now: float | None = None) -> list[Batch]:
+    def due(self, now: float | None = None, idle_seconds: float | None = None) -> list[Batch]:
+        """Batches to write: full, or `max_seconds` old; or, when the reader has caught up
+        with its topics (`idle_seconds` given), `idle_seconds` old."""
         now = time.monotonic() if now is None else now
-        return [
-            b
-            for b in self.open.values()
-            if len(b) >= self.max_rows or now - b.started >= self.max_seconds
-        ]
+        age = self.max_seconds if idle_seconds is None else min(self.max_seconds, idle_seconds)
+        return [b for b in self.open.values() if len(b) >= self.max_rows or now - b.started >= age]
 
-    def seconds_to_next_due(self, now: float | None = None) -> float | None:
+    def seconds_to_next_due(
+        self, now: float | None = None, idle_seconds: float | None = None
+    ) -> float | None:
         if not self.open:
             return None
         now = time.monotonic() if now is None else now
+        age = self.max_seconds if idle_seconds is None else min(self.max_seconds, idle_seconds)
         oldest = min(b.started for b in self.open.values())
-        return max(0.0, oldest + self.max_seconds - now)
+        return max(0.0, oldest + age - now)
 
     def take(self, batch: Batch) -> Batch:
         """Detach an open batch for writing; it keeps holding its offsets back."""

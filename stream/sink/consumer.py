@@ -125,6 +125,7 @@ class Sink:
         self.epoch = 0  # processor_state version epoch, taken at start
         self.writer = Writer(client, settings.database, fault or Fault.from_env())
         self.batches = Batches(settings.sink_batch_rows, settings.sink_batch_seconds)
+        self._caught_up = False  # the last fetch left nothing on the broker
         self.consumer: AIOKafkaConsumer | None = None
         self.retries = 0  # consecutive failed attempts; 0 when ClickHouse is fine
         self._retry_at = 0.0
@@ -217,7 +218,7 @@ class Sink:
                 ):
                     self._stopping.set()  # caught up (or out of time): write and leave
                 if self._writing is None and (not self.retries or now >= self._retry_at):
-                    self._start_write(self.batches.due(now))
+                    self._start_write(self.batches.due(now, self._idle_age(result)))
                 if now >= self._lag_at and self._catchup_until is None:
                     self._lag_at = now + LAG_EVERY_S
                     await self._report_lag()
@@ -226,6 +227,17 @@ class Sink:
         finally:
             await self.consumer.stop()
             self._set_paused(False)
+
+    def _idle_age(self, result: dict[TopicPartition, list]) -> float | None:
+        """The age at which a batch is written early: when this fetch left nothing more
+        on the broker (or was empty), sink_idle_flush_seconds; else None."""
+        self._caught_up = True
+        for tp, records in result.items():
+            high = self.consumer.highwater(tp)
+            if high is None or records[-1].offset + 1 < high:
+                self._caught_up = False
+                break
+        return self.settings.sink_idle_flush_seconds if self._caught_up else None
 
     def _start_write(self, due: list[Batch]) -> None:
         """Insert due (and earlier failed) batches in a task, while reading goes on."""
@@ -252,7 +264,8 @@ class Sink:
             return POLL_WHILE_WRITING_S
         if self.retries:
             return min(POLL_MAX_S, max(0.0, self._retry_at - now))
-        due = self.batches.seconds_to_next_due(now)
+        idle = self.settings.sink_idle_flush_seconds if self._caught_up else None
+        due = self.batches.seconds_to_next_due(now, idle)
         return POLL_MAX_S if due is None else min(POLL_MAX_S, due)
 
     async def _ingest(self, result: dict[TopicPartition, list]) -> None:

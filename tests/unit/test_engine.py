@@ -107,3 +107,37 @@ def test_a_replayed_tick_publishes_nothing_twice() -> None:
     shell.send(visitor="w", ts=T0 + 1)  # a pending row again
     shell.feed(tick)  # the same tick read again after a crash: already applied
     assert len(shell.of("journey.metrics")) == published
+
+
+def test_an_event_that_fails_half_way_leaves_the_state_as_without_it(monkeypatch) -> None:
+    """States change in place within a batch: a step that raises after changing some of
+    it is undone (the state is rebuilt from the stored one and the batch's good steps),
+    and the event is dead-lettered."""
+    from stream.journey import effects
+
+    record = effects.record
+
+    def failing(state, session, event, ts):
+        if event.get("message_id") == "bad":
+            state.events += 1000  # a change already made when the failure comes
+            raise ValueError("boom")
+        return record(state, session, event, ts)
+
+    def run(with_bad: bool) -> tuple:
+        shell = Shell()
+        shell.send(visitor="v", ts=T0)
+        batch = [shell.event_record(visitor="v", ts=T0 + MIN)]
+        if with_bad:
+            batch.append(shell.event_record(visitor="v", ts=T0 + 2 * MIN, message_id="bad"))
+        batch.append(shell.event_record(visitor="v", ts=T0 + 3 * MIN, message_id="good"))
+        shell.feed(*batch)
+        state = decode_state(shell.visitors[b"v"])
+        state.offsets = {}
+        return state, shell.of("clickstream.invalid")
+
+    monkeypatch.setattr(effects, "record", failing)
+    clean, _ = run(with_bad=False)
+    rebuilt, invalid = run(with_bad=True)
+    assert [i["stage"] for i in invalid] == ["processor"]
+    assert "boom" in invalid[0]["reasons"][0]
+    assert rebuilt == clean

@@ -1,6 +1,8 @@
 """What one apply() costs, measured on a typical event mix (printed with -s).
 
-The bound asserted is loose (CI machines vary); the target is well under 50 µs.
+Speed targets are benchmarks' business (benchmarks/, BENCHMARKS.md); this test only
+catches a gross regression, with a bound relative to work measured in the same run
+(a state's encode + decode), so a loaded or slow machine does not fail it.
 """
 
 from __future__ import annotations
@@ -59,4 +61,4 @@ def test_apply_cost_per_typical_event() -> None:
     print(
         f"\napply(): {us:.1f} µs per event; encode+decode: {codec_us:.1f} µs; state: {len(blob)} B"
     )
-    assert us < 150
+    assert us < 4 * codec_us, "apply() costs far more than a state's encode + decode"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from stream.journey import StageMachine, apply, encode_state, merge, tick
@@ -186,3 +188,29 @@ def test_a_session_the_visitors_own_later_events_settled_can_still_be_amended() 
         and [s.id for s in amend.reopened] == [settled.state.closed[0].id]
     )
     assert amend.session_id == settled.state.closed[0].id
+
+
+def test_a_reopened_session_does_not_grow_over_a_closed_one_after_it() -> None:
+    """Found by the property test: a late event reopens a session that a campaign switch
+    had ended; a later event with the first campaign must open a session of its own,
+    not stretch the reopened one over the closed session in between."""
+    rules = SessionRules(timeout_ms=30 * MIN, max_ms=30 * MIN, lateness_ms=0)
+    state = None
+    steps = [
+        (T0, T0, {"utm_source": "google"}),
+        (T0 + 1, T0 + 1, {"utm_source": "news", "utm_medium": "email"}),
+        "tick",  # both close
+        (T0, T0 + MIN, {}),  # late: reopens the first
+        (T0 + MIN + 1, T0 + MIN + 1, {"utm_source": "google"}),
+    ]
+    for offset, step in enumerate(steps):
+        if step == "tick":
+            state = tick(state, T0 + 35 * MIN, rules, MACHINE).state
+            continue
+        ts, arrival, fields = step
+        e = event(ts=ts, message_id=f"m{offset}", **fields)
+        e["received_at"] = arrival
+        state = apply(state, e, offset, rules, MACHINE).state or state
+    spans = sorted((s.start, s.end) for s in [*state.sessions, *state.closed])
+    assert len(spans) == 3
+    assert all(a_end < b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans)), spans

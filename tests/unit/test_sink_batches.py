@@ -31,6 +31,15 @@ def test_a_batch_is_due_when_full_or_old():
     assert len(batches.due(now=10.6)[0]) == 3
 
 
+def test_caught_up_a_batch_is_due_at_the_idle_age():
+    batches = Batches(max_rows=1000, max_seconds=1.0)
+    read(batches, rows.EVENTS, EVENTS_TP, [0, 1], now=10.0)
+    assert batches.due(now=10.2, idle_seconds=0.25) == []
+    assert batches.seconds_to_next_due(now=10.2, idle_seconds=0.25) == pytest.approx(0.05)
+    assert [b.table for b in batches.due(now=10.25, idle_seconds=0.25)] == [rows.EVENTS]
+    assert batches.due(now=10.25) == []  # not caught up: the batch time rules
+
+
 def test_nothing_is_committable_before_it_is_written():
     batches = Batches(max_rows=10, max_seconds=1.0)
     read(batches, rows.EVENTS, EVENTS_TP, [5, 6, 7])
