@@ -60,7 +60,7 @@ CONSENT_COOKIELESS = Counter(
 )
 CONSENT_DROPPED = Counter(
     "clickstream_consent_dropped_total",
-    "identify/alias calls dropped (acknowledged, not stored): no analytics consent.",
+    "identify/alias/group calls dropped (acknowledged, not stored): no analytics consent.",
     ["source", "type"],
 )
 CONSENT_SIGNALS = Counter(

@@ -19,8 +19,9 @@ from typing import Any, NamedTuple
 
 DAY_MS = 86_400_000
 COOKIELESS_PREFIX = "cl-"  # marks a daily id: never a browser's own id
-# Calls that exist only to link identities: meaningless (and unwanted) without analytics.
-IDENTITY_CALLS = frozenset({"identify", "alias"})
+# Calls that exist only to link identities (a person, an old id, a company):
+# meaningless, and unwanted, without analytics consent.
+IDENTITY_CALLS = frozenset({"identify", "alias", "group"})
 # Fields that identify a person or link ids; dropped from a call without analytics consent.
 _IDENTITY_FIELDS = ("userId", "previousId", "traits")
 

@@ -1,7 +1,7 @@
 """Consent through the real pipeline (embedded broker + chdb): what each choice stores
 and emits. Without marketing consent a visitor's journey and metrics count but no
 trigger is published; without analytics consent events are kept under a daily
-cookieless id, with no user id, and identify calls are not stored."""
+cookieless id, with no user id, and identify and group calls are not stored."""
 
 from __future__ import annotations
 
@@ -33,7 +33,12 @@ def purchase(visitor: str, start: int, prefs: dict | None) -> list[dict]:
     """A cart add and an order two hours ago, logged in as user-<visitor>."""
     calls = []
     for i, (kind, name) in enumerate(
-        [("identify", ""), ("track", "Product Added"), ("track", "Order Completed")]
+        [
+            ("identify", ""),
+            ("group", ""),
+            ("track", "Product Added"),
+            ("track", "Order Completed"),
+        ]
     ):
         # One browser per visitor (the cookieless id hashes network and browser); a
         # hex tag, as a name could look like a bot ("both").
@@ -51,6 +56,8 @@ def purchase(visitor: str, start: int, prefs: dict | None) -> list[dict]:
         }
         if kind == "identify":
             call["traits"] = {"email": f"{visitor}@example.com"}
+        elif kind == "group":
+            call.update(groupId="acme", traits={"name": "Acme"})
         else:
             call.update(
                 event=name,
@@ -75,8 +82,8 @@ def test_consent_decides_what_is_stored_and_emitted(pipeline):
     for name, (prefs, headers) in cases.items():
         batch = purchase(f"{name}-{run}", start, prefs)
         status, answer = pipeline.post("/v1/batch", {"batch": batch}, headers)
-        # Identify without analytics consent is acknowledged but not stored.
-        assert status == 200 and answer["accepted"] == 3, (name, answer)
+        # Identify and group without analytics consent are acknowledged, not stored.
+        assert status == 200 and answer["accepted"] == 4, (name, answer)
 
     # Who each case became: the client's id, or a daily cookieless one.
     rows = _wait_rows(pipeline, run, len(cases))
@@ -86,7 +93,7 @@ def test_consent_decides_what_is_stored_and_emitted(pipeline):
             assert (count, identifies, user) == (2, 0, ""), name
             assert visitor.startswith("cl-") and anonymous == visitor, name
         else:
-            assert (count, identifies, user) == (3, 1, f"user-{name}-{run}"), name
+            assert (count, identifies, user) == (4, 2, f"user-{name}-{run}"), name
             assert visitor == f"{name}-{run}", name
         ids[name] = visitor
     assert ids["nothing"] != ids["marketing"]  # other browsers
@@ -125,8 +132,9 @@ def test_consent_decides_what_is_stored_and_emitted(pipeline):
     # Counted (any process's /metrics shows the worker's sum).
     _, body = http("GET", pipeline.collector + "/metrics")
     text = body.decode() if isinstance(body, bytes) else str(body)
-    assert metric(text, "clickstream_consent_signals_total", signal="gpc") == 3  # events
+    assert metric(text, "clickstream_consent_signals_total", signal="gpc") == 4  # events
     assert metric(text, "clickstream_consent_dropped_total", type="identify") == 2
+    assert metric(text, "clickstream_consent_dropped_total", type="group") == 2
     assert metric(text, "clickstream_consent_cookieless_total", source="test") == 4
     assert metric(text, "clickstream_triggers_withheld_total", trigger="first_purchase") == 3
 
@@ -143,13 +151,13 @@ def metric(text: str, name: str, **labels: str) -> float:
 def _wait_rows(pipeline, run, cases, timeout=30.0):
     query = (
         "SELECT splitByChar('-', message_id)[1] AS name, count(), any(visitor_id), "
-        "any(anonymous_id), max(user_id), countIf(type = 'identify') "
+        "any(anonymous_id), max(user_id), countIf(type IN ('identify', 'group')) "
         f"FROM clickstream.events WHERE message_id LIKE '%-{run}-%' GROUP BY name ORDER BY name"
     )
     deadline = time.monotonic() + timeout
     while True:
         rows = pipeline.sql(query)
-        if len(rows) == cases and sum(r[1] for r in rows) == 4 * 3 + 2 * 2:
+        if len(rows) == cases and sum(r[1] for r in rows) == 4 * 4 + 2 * 2:
             return rows
         assert time.monotonic() < deadline, (rows, pipeline.log_tail())
         time.sleep(0.25)
