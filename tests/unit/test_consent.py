@@ -16,7 +16,9 @@ from stream.collector.consent import (
     resolve,
     without_identity,
 )
+from stream.collector.normalize import to_record
 from stream.config import SettingsError, load
+from stream.enrich import Enricher
 from stream.journey import StageMachine, apply, decode_state, encode_state, tick
 from stream.metrics import windows as w
 from stream.metrics.observe import observe
@@ -241,3 +243,17 @@ def test_the_consent_survives_the_state_encoding():
     row = orjson.loads(encode_state(state))
     assert row[-1] is False
     assert decode_state(orjson.dumps(row[:-1])).marketing  # written before the field
+
+
+def test_the_event_record_carries_the_resolved_consent():
+    kwargs = dict(source="web", received_at_ms=T0, ip="198.51.100.23", header_user_agent="UA")
+    base = to_record(call(), enricher=Enricher(), **kwargs)
+    assert (base["analytics_consent"], base["marketing_consent"]) == (True, True)
+    withheld = to_record(
+        without_identity(call({"analytics": False}, userId="u1"), "cl-x"),
+        enricher=Enricher(),
+        consent=Consent(False, False),
+        **kwargs,
+    )
+    assert (withheld["analytics_consent"], withheld["marketing_consent"]) == (False, False)
+    assert (withheld["visitor_id"], withheld["user_id"]) == ("cl-x", "")
