@@ -68,6 +68,8 @@ def resolve(
     """
     prefs = preferences(call)
     if prefs is None:
+        if not rules.required and not (rules.honor_gpc and (gpc or dnt)):
+            return GRANTED  # the common case, before consent existed: no new object
         analytics = marketing = not rules.required
     else:
         analytics = _granted(prefs, rules.analytics_categories)
