@@ -43,6 +43,13 @@ class Settings:
     write_keys: Mapping[str, str] = field(default_factory=lambda: {DEV_WRITE_KEY: "dev"})
     cors_origins: tuple[str, ...] = ("*",)
     anonymize_ip: bool = True
+    # Consent (README, "Consent"): Segment consent categories (lower case) that grant
+    # each purpose; whether a call without a consent object has none; whether Sec-GPC
+    # and DNT withdraw marketing consent.
+    consent_analytics_categories: tuple[str, ...] = ("analytics", "performance", "statistics")
+    consent_marketing_categories: tuple[str, ...] = ("marketing", "advertising", "targeting")
+    consent_required: bool = False
+    honor_gpc: bool = False
     # Snowplow's JavaScript tracker sends no write key: app id (`aid`) -> source name.
     snowplow_app_ids: Mapping[str, str] = field(default_factory=dict)
     # Engaged seconds one Snowplow page ping stands for (the tracker's heartbeatDelay).
@@ -262,6 +269,13 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _categories(name: str, raw: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(c.strip().lower() for c in raw.split(",") if c.strip()))
+    if not names:
+        raise SettingsError(f"{name} is set but names no consent category")
+    return names
+
+
 def _state_store(name: str, raw: str) -> str:
     store = raw.strip().lower()
     if store not in ("memory", "rocksdb"):
@@ -304,6 +318,10 @@ ENV: dict[str, tuple[str, object]] = {
     "CLICKSTREAM_WRITE_KEYS": ("write_keys", _write_keys),
     "CLICKSTREAM_CORS_ORIGINS": ("cors_origins", _origins),
     "CLICKSTREAM_ANONYMIZE_IP": ("anonymize_ip", _bool),
+    "CLICKSTREAM_CONSENT_ANALYTICS_CATEGORIES": ("consent_analytics_categories", _categories),
+    "CLICKSTREAM_CONSENT_MARKETING_CATEGORIES": ("consent_marketing_categories", _categories),
+    "CLICKSTREAM_CONSENT_REQUIRED": ("consent_required", _bool),
+    "CLICKSTREAM_HONOR_GPC": ("honor_gpc", _bool),
     "CLICKSTREAM_SNOWPLOW_APP_IDS": ("snowplow_app_ids", _app_ids),
     "CLICKSTREAM_SNOWPLOW_HEARTBEAT_SECONDS": ("snowplow_heartbeat_s", _int(1, 3600)),
     "CLICKSTREAM_MAX_CLOCK_SKEW_SECONDS": ("max_clock_skew_s", _int(0, 86400)),
@@ -352,6 +370,13 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.session_max_s < settings.session_timeout_s:
         raise SettingsError(
             "CLICKSTREAM_SESSION_MAX_SECONDS must be at least CLICKSTREAM_SESSION_TIMEOUT_SECONDS"
+        )
+    if both := set(settings.consent_analytics_categories) & set(
+        settings.consent_marketing_categories
+    ):
+        raise SettingsError(
+            "CLICKSTREAM_CONSENT_ANALYTICS_CATEGORIES and CLICKSTREAM_CONSENT_MARKETING_CATEGORIES"
+            f" both name {sorted(both)[0]!r}; a category grants one purpose"
         )
     if settings.state_ttl_days < settings.lapse_days:
         raise SettingsError(

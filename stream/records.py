@@ -52,6 +52,10 @@ class EventRecord(TypedDict):
     utm_term: str
     utm_content: str
     click_id: str  # gclid / fbclid / msclkid / ...
+    # Consent as the collector resolved it (stream/collector/consent.py); records
+    # written before consent existed lack these keys: read them with .get(key, True).
+    analytics_consent: bool  # False: visitor_id is a daily cookieless id, no user id
+    marketing_consent: bool  # False: the visitor's triggers are withheld
 
 
 class InvalidRecord(TypedDict):

@@ -52,6 +52,22 @@ PRODUCE_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+# Consent (stream/collector/consent.py, README "Consent").
+CONSENT_COOKIELESS = Counter(
+    "clickstream_consent_cookieless_total",
+    "Events without analytics consent, given a daily cookieless visitor id.",
+    ["source"],
+)
+CONSENT_DROPPED = Counter(
+    "clickstream_consent_dropped_total",
+    "identify/alias/group calls dropped (acknowledged, not stored): no analytics consent.",
+    ["source", "type"],
+)
+CONSENT_SIGNALS = Counter(
+    "clickstream_consent_signals_total",
+    "Events whose marketing consent a Sec-GPC or DNT header withdrew (CLICKSTREAM_HONOR_GPC).",
+    ["source", "signal"],
+)
 EVENTS_CLAMPED = Counter(
     "clickstream_events_clamped_total",
     "Events whose client time was later than receive time + the allowed skew (clamped).",
@@ -93,6 +109,11 @@ STAGE_TRANSITIONS = Counter(
     "clickstream_stage_transitions_total", "Journey stage transitions.", ["from_stage", "to_stage"]
 )
 TRIGGERS = Counter("clickstream_triggers_total", "Triggers published.", ["trigger"])
+TRIGGERS_WITHHELD = Counter(
+    "clickstream_triggers_withheld_total",
+    "Triggers not published: the visitor had no marketing consent.",
+    ["trigger"],
+)
 SESSIONS_CLOSED = Counter("clickstream_sessions_closed_total", "Sessions closed.", ["reason"])
 STATES_EXPIRED = Counter(
     "clickstream_states_expired_total",

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from stream.collector.clock import MAX_SKEW_MS, clamp, event_time
+from stream.collector.consent import GRANTED, Consent
 from stream.enrich import Enricher
 from stream.records import EventRecord
 from stream.telemetry import EVENTS_CLAMPED
@@ -31,13 +32,15 @@ def to_record(
     header_user_agent: str,
     enricher: Enricher,
     max_skew_ms: int = MAX_SKEW_MS,
+    consent: Consent = GRANTED,
 ) -> EventRecord:
     """The EventRecord of a call that passed `Validator.validate`.
 
     `ip` and `header_user_agent` come from the HTTP request and are used when
     the call's context does not name its own (server-side sources forward the
     visitor's). For `/v1/batch`, copy the batch's `sentAt` into each call first:
-    analytics-python and others set it on the batch only.
+    analytics-python and others set it on the batch only. `consent` is the call's
+    resolved consent; without analytics the call must already be `without_identity`.
     """
     context = _dict(call.get("context"))
     properties = _dict(call.get("properties"))
@@ -82,6 +85,8 @@ def to_record(
         "utm_term": "",
         "utm_content": "",
         "click_id": "",
+        "analytics_consent": consent.analytics,
+        "marketing_consent": consent.marketing,
     }
     enricher.enrich(record)
     return record  # type: ignore[return-value]

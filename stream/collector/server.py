@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from stream.collector import intake, sdk_config, snowplow
+from stream.collector import consent, intake, sdk_config, snowplow
+from stream.collector.consent import GRANTED, ConsentRules, DailySalt
 from stream.collector.intake import IntakeError
 from stream.collector.normalize import derive_message_id, to_record
 from stream.collector.publish import Publisher
@@ -33,6 +34,9 @@ from stream.config import Settings
 from stream.enrich import Enricher
 from stream.records import EventRecord, InvalidRecord
 from stream.telemetry import (
+    CONSENT_COOKIELESS,
+    CONSENT_DROPPED,
+    CONSENT_SIGNALS,
     EVENTS_ACCEPTED,
     EVENTS_RECEIVED,
     EVENTS_REJECTED,
@@ -59,6 +63,7 @@ SETTINGS = web.AppKey("settings", Settings)
 _received = cache(EVENTS_RECEIVED.labels)
 _accepted = cache(EVENTS_ACCEPTED.labels)
 _latency = cache(REQUEST_LATENCY.labels)
+_cookieless = cache(CONSENT_COOKIELESS.labels)
 
 
 def json_response(payload: dict[str, Any], status: int = 200) -> web.Response:
@@ -73,6 +78,13 @@ class Collector:
         self.publisher = publisher
         self.validator = Validator(settings.schemas_dir)
         self.enricher = Enricher(anonymize_ip=settings.anonymize_ip)
+        self.consent_rules = ConsentRules(
+            analytics_categories=frozenset(settings.consent_analytics_categories),
+            marketing_categories=frozenset(settings.consent_marketing_categories),
+            required=settings.consent_required,
+            honor_gpc=settings.honor_gpc,
+        )
+        self.salt = DailySalt()
 
     async def handle(self, request: web.Request, endpoint: str) -> web.Response:
         started = time.perf_counter()
@@ -213,16 +225,31 @@ class Collector:
         received_at = int(time.time() * 1000)
         ip = request.remote or ""
         user_agent = request.headers.get("User-Agent", "")
+        gpc = consent.header_on(request.headers.get("Sec-GPC"))
+        dnt = consent.header_on(request.headers.get("DNT"))
 
         events: list[EventRecord] = []
         invalid: list[InvalidRecord] = []
         errors: list[dict[str, Any]] = []
+        dropped = 0
         for call in calls:
             payload = (
                 intake.inherit(call.payload, shared)
                 if isinstance(call.payload, dict)
                 else call.payload
             )
+            granted, stripped = GRANTED, False
+            if isinstance(payload, dict) and not (failed or {}).get(call.index):
+                granted = consent.resolve(payload, self.consent_rules, gpc, dnt)
+                if granted.signal:
+                    CONSENT_SIGNALS.labels(source, granted.signal).inc()
+                if not granted.analytics:
+                    if payload.get("type") in consent.IDENTITY_CALLS:
+                        CONSENT_DROPPED.labels(source, payload["type"]).inc()
+                        dropped += 1
+                        continue
+                    payload = self._cookieless(payload, source, received_at, ip, user_agent)
+                    stripped = True
             reasons = (failed or {}).get(call.index) or self._check(
                 call, payload, received_at, source
             )
@@ -237,6 +264,7 @@ class Collector:
                             header_user_agent=user_agent,
                             enricher=self.enricher,
                             max_skew_ms=self.settings.max_clock_skew_s * 1000,
+                            consent=granted,
                         )
                     )
                     continue
@@ -246,7 +274,10 @@ class Collector:
                     KeyError,
                 ) as exc:  # never lose the batch for one event
                     reasons = [f"could not normalize event: {exc}"]
-            original = originals[call.index] if originals is not None else call.payload
+            if stripped:  # a dead letter must not keep what consent withheld
+                original = payload
+            else:
+                original = originals[call.index] if originals is not None else call.payload
             record = dead_letter(original, reasons, source, received_at)
             invalid.append(record)
             errors.append(
@@ -265,12 +296,26 @@ class Collector:
 
         answer: dict[str, Any] = {
             "success": not errors,
-            "accepted": len(events),
+            "accepted": len(events) + dropped,  # a dropped call is done with: no retry
             "rejected": len(errors),
         }
         if errors:
             answer["errors"] = errors
         return answer
+
+    def _cookieless(
+        self, call: dict[str, Any], source: str, received_at: int, ip: str, user_agent: str
+    ) -> dict[str, Any]:
+        """The call without identities, under its daily cookieless visitor id."""
+        context = call.get("context")
+        context = context if isinstance(context, dict) else {}
+        visitor_ip = context.get("ip") if isinstance(context.get("ip"), str) else ""
+        agent = context.get("userAgent") if isinstance(context.get("userAgent"), str) else ""
+        visitor_id = consent.cookieless_id(
+            self.salt.for_time(received_at), source, visitor_ip or ip, agent or user_agent
+        )
+        _cookieless(source).inc()
+        return consent.without_identity(call, visitor_id)
 
     def _check(self, call: intake.Call, payload: Any, received_at: int, source: str) -> list[str]:
         if call.size > intake.MAX_EVENT_BYTES:

@@ -48,10 +48,11 @@ def merge(a: VisitorState, b: VisitorState, machine: StageMachine | None = None)
     out.first_seen = first.first_seen
     for name in _FIRST_TOUCH:
         setattr(out, name, getattr(first, name))
-    out.last_seen, out.last_event_id, out.is_bot = (
+    out.last_seen, out.last_event_id, out.is_bot, out.marketing = (
         latest.last_seen,
         latest.last_event_id,
         latest.is_bot,
+        latest.marketing,
     )
     out.cart, out.currency, out.last_product = latest.cart, latest.currency, latest.last_product
     out.floor = min(a.floor, b.floor)  # neither device's open sessions turn late

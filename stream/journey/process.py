@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stream.journey import effects, records
+from stream.journey import consent, effects, records
 from stream.journey.facts import campaign, text
 from stream.journey.machine import StageMachine
 from stream.journey.state import (
@@ -72,6 +72,7 @@ class Outcome:
     stage_amends: list[dict] = field(default_factory=list)  # earlier changes re-sent, corrected
     sessions: list[dict] = field(default_factory=list)
     triggers: list[dict] = field(default_factory=list)
+    withheld: list[dict] = field(default_factory=list)  # triggers without marketing consent
     visitor: dict | None = None  # snapshot, when stage, sessions, orders or user_id changed
     late: bool = False  # left out: older than what the state still holds (`floor`)
     applied: bool = False
@@ -121,6 +122,7 @@ def apply(
     out.session, out.started = session, state.session_count != count
     out.cart_before = session.cart_touched
     order = effects.record(state, session, event, ts)
+    consent.note(state, event, ts)
     _seen(state, event, ts)
     if session.is_new:
         _first_touch(state, session)
@@ -133,6 +135,7 @@ def apply(
                 state, name, ts, session.id, event_id, order.order_id, order.revenue, order.lines
             )
         )
+    out.triggers = consent.gate(out.triggers, out.withheld, consent.of_event(event))
     state.version += 1
     if _watched(state) != watched:
         out.visitor = records.visitor_snapshot(state)
@@ -168,6 +171,7 @@ def tick(
         state.sessions = []
     if lapses:
         _lapse(state, machine, lapse_ms, out)
+    out.triggers = consent.gate(out.triggers, out.withheld, state.marketing)
     state.version += 1
     if _watched(state) != watched:
         out.visitor = records.visitor_snapshot(state)

@@ -118,6 +118,7 @@ class VisitorState:
     closed: list[SessionState] = field(default_factory=list)  # recently closed, by start
     metric_dims: tuple | None = None  # latest metrics key (stage changes, triggers)
     counted: list[tuple[int, int]] = field(default_factory=list)  # (window, key hash)
+    marketing: bool = True  # marketing consent of the latest event (journey/consent.py)
 
 
 _SESSION = tuple(f.name for f in fields(SessionState))

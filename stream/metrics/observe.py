@@ -46,7 +46,7 @@ def observe(
         return out
     for change in outcome.stage_changes:
         out.append(Delta(window_of(change["ts"]), dims, w.STAGE_CHANGE))
-    for trigger in outcome.triggers:
+    for trigger in (*outcome.triggers, *outcome.withheld):  # consent hides, metrics count
         if trigger["trigger"] == "cart_abandoned":
             out.append(Delta(window_of(trigger["ts"]), dims, w.CART_ABANDONED))
     return out

@@ -62,6 +62,7 @@ from stream.telemetry import (
     STAGE_TRANSITIONS,
     STATES_EXPIRED,
     TRIGGERS,
+    TRIGGERS_WITHHELD,
     VISITORS_IN_STATE,
 )
 
@@ -449,6 +450,8 @@ class _Batch:
         for trigger in outcome.triggers:
             TRIGGERS.labels(trigger["trigger"]).inc()
             outputs.append(Output(out["triggers"], key, orjson.dumps(trigger)))
+        for trigger in outcome.withheld:  # no marketing consent (journey/consent.py)
+            TRIGGERS_WITHHELD.labels(trigger["trigger"]).inc()
         if outcome.visitor is not None:
             outputs.append(Output(out["visitors"], key, orjson.dumps(outcome.visitor)))
             user = outcome.visitor["user_id"]

@@ -7,7 +7,7 @@
  *     // Optional stub: lets the page call clickstream.track() etc. before the
  *     // async script has loaded; calls are queued and replayed in order.
  *     window.clickstream = window.clickstream || [];
- *     ["track", "identify", "page", "alias"].forEach(function (m) {
+ *     ["track", "identify", "page", "alias", "consent"].forEach(function (m) {
  *       clickstream[m] = clickstream[m] || function () {
  *         clickstream.push([m].concat([].slice.call(arguments)));
  *       };
@@ -22,10 +22,23 @@
  *   data-ping-seconds  engaged-time "Page Ping" interval (default 10, 0 = off)
  *   data-respect-dnt   "true" = send nothing when navigator.doNotTrack is "1"
  *   data-auto-page     "false" = no automatic page views (load + SPA routes)
+ *   data-consent-required  "true" = no analytics or marketing consent until
+ *                      consent() grants it (ask before tracking)
  *
  * API (window.clickstream): track(event, properties), identify(userId, traits),
- * page(name?, properties?), alias(userId), reset(), flush(), anonymousId().
+ * page(name?, properties?), alias(userId), reset(), flush(), anonymousId(),
+ * consent({analytics: bool, marketing: bool}).
  * clickstream.push(["track", "Signed Up", {...}]) also works at any time.
+ *
+ * Consent: once consent() is called (or with data-consent-required), every
+ * later call carries context.consent.categoryPreferences {analytics, marketing}
+ * (Segment's consent spec), and a change applies from the next call on.
+ * Without analytics consent nothing is stored in the browser (no cookie, no
+ * localStorage: the id, user id and unsent queue are deleted), calls carry no
+ * anonymousId or userId (the collector gives them a daily cookieless id), and
+ * identify/alias are not sent. The site's consent tool calls consent() on every
+ * page: the tracker does not remember the choice itself. Calls queued by the
+ * stub before load take effect before the first page view.
  *
  * Delivery is at-least-once: every call carries a random messageId and the
  * pipeline dedups on it, so we prefer resending to losing events.
@@ -59,6 +72,7 @@
   var off = false;
   var writeKey, endpoint, pingEvery, autoPage;
   var aid, uid, q, ref, lastUrl, pageCtx;
+  var cons = null; // {analytics, marketing} once stated; null: not asked, both allowed
   var timer = 0;
   var busy = 0; // messageIds of the batch being sent by fetch, or 0
   var retryAt = 0;
@@ -144,8 +158,13 @@
   }
 
   function persist(k, v) {
+    if (v != null && !can()) return; // without analytics consent nothing is stored
     cookieSet(k, v);
     lsSet(k, v);
+  }
+
+  function can() {
+    return !cons || cons.analytics;
   }
 
   // Either store restores the other (cookie caps and "clear storage" tools
@@ -191,14 +210,15 @@
     try {
       ctx.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone;
     } catch (e) {}
+    if (cons) ctx.consent = { categoryPreferences: cons };
     var m = {
       type: type,
       properties: {},
-      anonymousId: aid,
       messageId: uuid(),
       timestamp: iso(),
       context: ctx
     };
+    if (aid) m.anonymousId = aid;
     if (uid) m.userId = uid;
     for (var k in fields) if (fields[k] != null) m[k] = fields[k];
     // Snapshot now: the caller may mutate its objects later, and a circular
@@ -225,6 +245,7 @@
   };
 
   methods.identify = function (id, traits) {
+    if (!can()) return; // linking a person needs analytics consent
     if (id && typeof id === 'object') {
       traits = id;
       id = null;
@@ -234,7 +255,7 @@
   };
 
   methods.alias = function (id, previousId) {
-    if (id == null || id === '') return;
+    if (id == null || id === '' || !can()) return;
     var prev = previousId || uid || aid;
     persist(UID, (uid = String(id)));
     send('alias', { previousId: String(prev) });
@@ -244,8 +265,29 @@
   methods.reset = function () {
     uid = null;
     persist(UID, null);
-    persist(AID, (aid = uuid()));
+    if (can()) persist(AID, (aid = uuid()));
   };
+
+  // From the next call on. Granting analytics creates (or restores) the stored id;
+  // refusing it deletes every stored key.
+  methods.consent = function (c) {
+    c = obj(c);
+    cons = { analytics: c.analytics === true, marketing: c.marketing === true };
+    identity();
+  };
+
+  function identity() {
+    if (can()) {
+      aid = restore(AID);
+      if (!aid) persist(AID, (aid = uuid()));
+      uid = restore(UID);
+    } else {
+      aid = uid = null;
+      persist(AID, null);
+      persist(UID, null);
+    }
+    save();
+  }
 
   methods.flush = function () {
     retryAt = 0;
@@ -259,7 +301,8 @@
   // ---- queue and delivery ----
 
   function save() {
-    lsSet(QKEY, q.length ? JSON.stringify(q) : null);
+    // Without analytics consent the unsent queue lives in memory only.
+    if (q) lsSet(QKEY, q.length && can() ? JSON.stringify(q) : null);
   }
 
   function enqueue(m) {
@@ -482,20 +525,24 @@
       '/v1/batch';
     pingEvery = ps == null || ps === '' ? 10 : Math.max(0, Math.round(+ps) || 0);
     autoPage = attr('auto-page') !== 'false';
+    if (attr('consent-required') === 'true') cons = { analytics: false, marketing: false };
     // Opt-in only: sites decide whether to honour the (deprecated) DNT signal.
     if (attr('respect-dnt') === 'true' && nav.doNotTrack === '1') {
       off = true;
       return;
     }
 
-    aid = restore(AID);
-    if (!aid) persist(AID, (aid = uuid()));
-    uid = restore(UID);
     ref = d.referrer;
     try {
       q = JSON.parse(lsGet(QKEY)) || [];
     } catch (e) {}
     if (!Array.isArray(q)) q = [];
+    // Consent first: it decides what the first page view may carry and store.
+    pending = pending.filter(function (call) {
+      if (call[0] !== 'consent') return true;
+      run(call);
+    });
+    identity();
 
     ['mousemove', 'mousedown', 'keydown', 'scroll', 'wheel', 'touchstart'].forEach(function (ev) {
       w.addEventListener(ev, active, { capture: true, passive: true });

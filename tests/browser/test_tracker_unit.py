@@ -612,3 +612,65 @@ def test_message_ids_without_crypto_randomuuid(server, context, page):
     ids = [c["messageId"] for c in calls] + [page.evaluate("clickstream.anonymousId()")]
     assert all(v4.match(i) for i in ids), ids
     assert len(set(ids)) == len(ids)
+
+
+# ---------------------------------------------------------------- consent
+
+
+def our_keys(context, page):
+    """The tracker's keys in cookies and localStorage."""
+    names = {c["name"] for c in context.cookies()}
+    names |= set(page.evaluate("Object.keys(localStorage)"))
+    return {n for n in names if n.startswith("_cs_")}
+
+
+def test_consent_required_stores_nothing_and_sends_no_ids(server, context, page, page_errors):
+    key = "consent-required"
+    server.fail(100)  # undeliverable: the unsent queue would normally go to localStorage
+    page.goto(track_page(server, key, ping_seconds=0, consent_required="true"))
+    page.evaluate(
+        "() => { clickstream.identify('u1', {email: 'a@b.c'}); clickstream.alias('u2'); }"
+    )
+    wait_until(lambda: server.records(key), message="first attempt")
+    assert our_keys(context, page) == set()
+    server.fail(0)
+    page.evaluate("() => clickstream.flush()")
+    calls = wait_until(lambda: server.calls(key), message="delivery")
+    assert [c["type"] for c in calls] == ["page", "track"]  # identify and alias not sent
+    for c in calls:
+        assert "anonymousId" not in c and "userId" not in c
+        assert c["context"]["consent"] == {
+            "categoryPreferences": {"analytics": False, "marketing": False}
+        }
+    assert page.evaluate("clickstream.anonymousId()") is None
+    assert our_keys(context, page) == set() and page_errors == []
+
+
+def test_withdrawing_deletes_the_stored_id_and_queue(server, context, page):
+    key = "consent-withdrawn"
+    page.goto(track_page(server, key, ping_seconds=0))
+    wait_until(lambda: server.calls(key), message="page call")
+    aid = page.evaluate("clickstream.anonymousId()")
+    assert "_cs_aid" in our_keys(context, page)
+    server.fail(100)
+    page.evaluate("() => clickstream.track('Before')")
+    wait_until(lambda: local_storage(page, "_cs_q"), message="stored queue")
+    page.evaluate("() => { clickstream.consent({analytics: false}); clickstream.track('After'); }")
+    assert our_keys(context, page) == set()  # id, and the unsent queue, gone at once
+    server.fail(0)
+    page.evaluate("() => clickstream.flush()")
+    wait_until(lambda: "After" in server.events(key), message="delivery")
+    by_event = {c.get("event"): c for c in server.calls(key)}
+    # Made under consent, sent as made; the next call carries the new choice.
+    assert (
+        by_event["Before"]["anonymousId"] == aid and "consent" not in by_event["Before"]["context"]
+    )
+    assert "anonymousId" not in by_event["After"]
+    assert by_event["After"]["context"]["consent"]["categoryPreferences"] == {
+        "analytics": False,
+        "marketing": False,
+    }
+    # Granting again makes a new id (the old one was deleted, not kept aside).
+    page.evaluate("() => clickstream.consent({analytics: true, marketing: true})")
+    assert page.evaluate("clickstream.anonymousId()") not in (None, aid)
+    assert "_cs_aid" in our_keys(context, page)
