@@ -216,6 +216,83 @@ async def rss_growth(seconds: float = 150.0, ttl_days: int = 0) -> Result:
     return out
 
 
+async def crowd(visitors: int = 1_000_000, budget_s: float = 900.0) -> Result:
+    """RSS per visitor held in state with a crowd of `visitors` distinct visitors (live:
+    received now, state expiry on with its default TTL). Each visitor sends a page view
+    and every third also a product view, as a crowd of mostly one-page visits does;
+    events are produced never more than AHEAD ahead of the processor's commits.
+    Reported: (RSS at the end - idle RSS) / visitors in the processor's state."""
+    template = orjson.loads(next(stream_events(seed=7))[1])
+    template.update(type="page", event="", name="", user_id="", properties={}, traits={})
+    product = dict(template, type="track", event="Product Viewed")
+    product["properties"] = {"product_id": "P1004", "name": "Dry Bag 20L", "price": 25.0}
+
+    def records():
+        for i in range(visitors):
+            vid = f"{i:08x}-crowd-{i * 2654435761 % 2**32:08x}"
+            now = int(time.time() * 1000)
+            for n, base in enumerate((template, product) if i % 3 == 0 else (template,)):
+                e = dict(base, visitor_id=vid, anonymous_id=vid, message_id=f"{vid}-{n}")
+                e["ts"] = e["client_ts"] = e["received_at"] = now + n
+                yield vid.encode(), orjson.dumps(e)
+
+    with Cluster(PARTITIONS) as cluster:
+        broker = cluster.start_broker()
+        proc = cluster.start_processor()
+        await asyncio.sleep(3.0)
+        idle = proc.rss_mb()
+        prod = producer(cluster.bootstrap)
+        await prod.start()
+        produced, done, ends = 0, 0, [0] * PARTITIONS
+        events = records()
+        started = time.monotonic()
+        with Peak([proc, broker]) as peak:
+            async with Committed(
+                cluster.bootstrap, PROCESSOR_GROUP, EVENTS_TOPIC, PARTITIONS
+            ) as committed:
+                exhausted = False
+                while not exhausted and time.monotonic() - started < budget_s:
+                    done = sum(min(v, ends[p]) for p, v in (await committed.read()).items())
+                    if produced - done >= AHEAD:
+                        if proc.popen.poll() is not None:
+                            raise RuntimeError(f"the processor exited:\n{cluster.logs()}")
+                        await asyncio.sleep(0.2)
+                        continue
+                    chunk = list(islice(events, 5000))
+                    exhausted = not chunk
+                    futures = [await prod.send(EVENTS_TOPIC, v, key=k) for k, v in chunk]
+                    for meta in await asyncio.gather(*futures):
+                        ends[meta.partition] = max(ends[meta.partition], meta.offset + 1)
+                    produced += len(chunk)
+                while done < produced and time.monotonic() - started < budget_s + 120:
+                    await asyncio.sleep(0.5)
+                    done = sum(min(v, ends[p]) for p, v in (await committed.read()).items())
+            await prod.stop()
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(3.0)  # two ticks
+            final = proc.rss_mb()
+            held = _visitors_in_state(cluster.health["processor"])
+    out = Result(
+        f"processor RSS, a crowd of {visitors:,} visitors",
+        events_per_s=done / elapsed,
+        peak_rss_mb=peak.peaks["processor"],
+        events=done,
+        seconds=elapsed,
+    )
+    out.extra = {
+        "visitors_in_state": held,
+        "idle_rss_mb": round(idle, 1),
+        "final_rss_mb": round(final, 1),
+        "rss_bytes_per_visitor_in_state": round((final - idle) * 2**20 / max(1, held)),
+        "load_average_after": load_now(),
+    }
+    if held < visitors:
+        out.notes.append(
+            f"{visitors:,} visitors did not fit: {held:,} in state after {elapsed:.0f} s"
+        )
+    return out
+
+
 def _visitors_in_state(health_url: str) -> int:
     """clickstream_visitors_in_state summed over partitions, from the processor's /metrics."""
     import urllib.request
@@ -236,12 +313,19 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--visitors", type=int, default=5000)
+    parser.add_argument(
+        "--crowd", type=int, default=0, help="only the crowd run, this many visitors"
+    )
     parser.add_argument("--seconds", type=float, default=150)
     parser.add_argument(
         "--ttl-days", type=int, default=0, help="state TTL; also slows event time (see rss_growth)"
     )
     args = parser.parse_args()
     use_uvloop()
+    if args.crowd:
+        r = asyncio.run(crowd(args.crowd))
+        print(f"{r.name}: {r.events_per_s:,.0f} events/s, {r.extra} {r.notes}")
+        return
     for r in (state_sizes(args.visitors), asyncio.run(rss_growth(args.seconds, args.ttl_days))):
         print(f"{r.name}: {r.extra} {r.notes}")
 

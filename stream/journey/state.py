@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Any
 
+import lz4.block
 import orjson
 
 from stream.sessionize.assign import Campaign
@@ -168,7 +169,21 @@ def encode_state(state: VisitorState) -> bytes:
     return bytes(memoryview(orjson.dumps([FORMAT, *row])))
 
 
+_LZ4 = b"\x04"  # marks a compressed state; JSON never starts with it
+
+
+def store_state(state: VisitorState) -> bytes:
+    """The visitors table's value: the encoding, LZ4-compressed. A visitor's state
+    lives in the processor's memory for as long as the visitor does: 752 B of JSON for
+    a one-page visitor become 388 B, for 6 µs (zlib: 305 B for 43 µs; BENCHMARKS.md,
+    fourth session)."""
+    return _LZ4 + lz4.block.compress(encode_state(state))
+
+
 def decode_state(b: bytes) -> VisitorState:
+    """A state from encode_state's or store_state's bytes."""
+    if b[:1] == _LZ4:
+        b = lz4.block.decompress(b[1:])
     return state_from_data(orjson.loads(b))
 
 

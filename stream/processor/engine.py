@@ -45,7 +45,7 @@ from stream.journey.people import (
     gone_record,
     link,
 )
-from stream.journey.state import encode_state
+from stream.journey.state import encode_state, store_state
 from stream.metrics import windows
 from stream.metrics.observe import observe
 from stream.metrics.windows import Delta, MetricRow, PartitionRecord
@@ -259,6 +259,7 @@ class _Batch:
         # Counted per source, into Prometheus once per batch (a label look-up per event
         # was a tenth of the engine's time).
         self.processed: Counter[str] = Counter()
+        self.counted: Counter[tuple] = Counter()  # (metric, *labels) -> n
         self.started: Counter[str] = Counter()
 
     # --- state access ---------------------------------------------------------
@@ -438,20 +439,21 @@ class _Batch:
         out = self.engine.out_topics
         outputs = self.result.outputs
         for change in outcome.stage_changes:
-            STAGE_TRANSITIONS.labels(change["from_stage"] or "none", change["to_stage"]).inc()
+            self.counted[
+                (STAGE_TRANSITIONS, change["from_stage"] or "none", change["to_stage"])
+            ] += 1
             outputs.append(Output(out["stage_changes"], key, orjson.dumps(change)))
         for change in outcome.stage_amends:  # a correction, not a transition more
             outputs.append(Output(out["stage_changes"], key, orjson.dumps(change)))
         for session in outcome.sessions:
             if session.get("closed"):
-                SESSIONS_CLOSED.labels(session.get("close_reason") or "timeout").inc()
-                ACTIVE_SESSIONS.dec()
+                self.counted[(SESSIONS_CLOSED, session.get("close_reason") or "timeout")] += 1
             outputs.append(Output(out["sessions"], key, orjson.dumps(session)))
         for trigger in outcome.triggers:
-            TRIGGERS.labels(trigger["trigger"]).inc()
+            self.counted[(TRIGGERS, trigger["trigger"])] += 1
             outputs.append(Output(out["triggers"], key, orjson.dumps(trigger)))
         for trigger in outcome.withheld:  # no marketing consent (journey/consent.py)
-            TRIGGERS_WITHHELD.labels(trigger["trigger"]).inc()
+            self.counted[(TRIGGERS_WITHHELD, trigger["trigger"])] += 1
         if outcome.visitor is not None:
             outputs.append(Output(out["visitors"], key, orjson.dumps(outcome.visitor)))
             user = outcome.visitor["user_id"]
@@ -487,9 +489,13 @@ class _Batch:
         for source, n in self.started.items():
             SESSIONS_STARTED.labels(source).inc(n)
             ACTIVE_SESSIONS.inc(n)
+        for (metric, *labels), n in self.counted.items():
+            metric.labels(*labels).inc(n)
+            if metric is SESSIONS_CLOSED:
+                ACTIVE_SESSIONS.dec(n)
         for visitor, partition in self.dirty.items():
             state = self.states[visitor]
-            value = None if state is None else encode_state(state)
+            value = None if state is None else store_state(state)
             if value is not None and len(value) > MAX_STATE_BYTES:  # the bounds failed us
                 log.error("visitor state of %d B exceeds %d B", len(value), MAX_STATE_BYTES)
             result.states[visitor.encode()] = (partition, value)
