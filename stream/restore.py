@@ -19,6 +19,9 @@ data directory, and the sink's process opens it next). That child:
 4. logs and prints the counts and the time; a rich progress bar when it takes longer
    than a moment.
 
+5. re-seeds the suppression list (stream/privacy/suppressions.py) the same way, from
+   the `suppressions` table, when its topic is empty.
+
 The processor then recovers its tables from these records as after any restart. The
 sink reads them like any other changelog record and archives them again (with its new
 epoch, so they are the newest rows: the rebased values are the right ones from now on).
@@ -43,6 +46,7 @@ from aiokafka.structs import TopicPartition
 
 from stream import topics
 from stream.config import Settings
+from stream.privacy.suppressions import reseed as reseed_suppressions
 from stream.processor.rebase import rebase
 from stream.procs import die_with_parent
 from stream.sink import rows
@@ -272,6 +276,10 @@ def main(settings: Settings) -> int:
         client = connect(settings)
         apply(client, settings)
         report = asyncio.run(restore(settings, client, console=console))
+        # The suppression list too (the broker forgot it): before any worker reads it.
+        reseeded = asyncio.run(reseed_suppressions(settings, client))
+        if reseeded:
+            log.info("suppression list re-seeded: %d erased id hash(es)", reseeded)
     except Exception as exc:  # noqa: BLE001 - one line for the operator, details in the log
         log.exception("restoring the processor state failed")
         console.print(f"[red]restoring the processor state failed:[/] {exc}")

@@ -28,6 +28,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from stream import topics
 from stream.config import Settings, SettingsError
 from stream.metrics import windows
+from stream.privacy.purge import Purge
+from stream.privacy.suppressions import SuppressionList
 from stream.processor import faust_internals
 from stream.processor.engine import TICK_KEY, Engine, tick_value
 from stream.processor.positions import RESEEK_SECONDS
@@ -124,30 +126,43 @@ def create_app(settings: Settings) -> faust.App:
             if windows.key_partition(key) == partition:
                 yield key, raw
 
+    # Erased ids (stream/privacy/): their events dropped, their state deleted.
+    suppressions = SuppressionList(settings)
+    purge = Purge(settings, suppressions)
+
     journey = Step(
         app,
         events_topic,
         {"states": visitors, "rows": window_rows},
-        lambda records, read: engine.run(
+        lambda records, read: purge.journey(
             records,
             lambda key: read("states", key),
-            lambda key: read("rows", key),
-            scan,
+            lambda kept, load: engine.run(kept, load, lambda key: read("rows", key), scan),
+            visitors.items,
+            lambda: journey.owned(),
         ),
     )
     linking = Step(
         app,
         identities_topic,
         {"states": people},
-        lambda records, read: engine.link(records, lambda user: read("states", user.encode())),
+        lambda records, read: purge.people(
+            records, lambda user: read("states", user.encode()), engine.link
+        ),
     )
+
+    @app.task
+    async def read_suppressions():
+        await suppressions.start()
 
     @app.agent(events, concurrency=1)
     async def journeys(stream):
+        await suppressions.ready.wait()  # read to its end before the first event
         await journey.run(stream)
 
     @app.agent(identities, concurrency=1)
     async def link_people(stream):
+        await suppressions.ready.wait()
         await linking.run(stream)
 
     @app.timer(TICK_SECONDS)

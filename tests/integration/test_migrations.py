@@ -19,6 +19,7 @@ LABELS = [
     "0005_customers",
     "0006_processor_state",
     "0007_metric_increments",
+    "0008_privacy",
 ]
 TABLES = {
     "events",
@@ -29,6 +30,8 @@ TABLES = {
     "visitors",
     "customers",
     "processor_state",
+    "suppressions",
+    "erasures",
     "journey_metrics_1m",
     "journey_metrics_1h",
     "funnel_daily",
