@@ -42,11 +42,15 @@ class Purge:
         self.matcher = suppressions.matcher
         self.acks = settings.topic(topics.ERASURE_ACKS)
         self.identities = settings.topic(topics.IDENTITIES)
-        self.pending: list[list] = []  # [Suppression, passes done]
+        self.pending: list[list] = []  # [Suppression, passes done, acknowledge?]
+        self.suppressions = suppressions
         suppressions.listeners.append(self._arrived)
 
     def _arrived(self, suppression: Suppression) -> None:
-        self.pending.append([suppression, 0])
+        # What the list held at start is purged too (state restored from before an
+        # erasure the processor missed), but only erasures arriving live are
+        # acknowledged: nobody waits for the others.
+        self.pending.append([suppression, 0, self.suppressions.ready.is_set()])
 
     # --- journey ------------------------------------------------------------------
     def journey(
@@ -97,11 +101,11 @@ class Purge:
         if self.pending:
             for item in self.pending:
                 item[1] += 1
-            done = [s for s, n in self.pending if n >= PASSES]
+            done = {s.erasure_id for s, n, ack in self.pending if n >= PASSES and ack}
             self.pending = [item for item in self.pending if item[1] < PASSES]
             mine = sorted(owned())
-            for suppression in done:
-                result.outputs.append(self._ack(suppression.erasure_id, "journey", partitions=mine))
+            for erasure_id in sorted(done):
+                result.outputs.append(self._ack(erasure_id, "journey", partitions=mine))
         return result
 
     # --- people -------------------------------------------------------------------

@@ -109,6 +109,7 @@ def test_event_ids_read_cheaply() -> None:
 def _purging_shell(**env):
     shell = Shell(**env)
     suppressions = SuppressionList(shell.settings, salt=SALT)
+    suppressions.ready.set()  # read to its end: what arrives now is live
     purge = Purge(shell.settings, suppressions)
 
     def feed(*records):
@@ -149,6 +150,25 @@ def test_the_processor_deletes_state_drops_events_and_acknowledges() -> None:
     assert len(shell.outputs) == before + 1
 
 
+def test_suppressions_read_at_start_are_purged_without_acknowledgement() -> None:
+    shell = Shell()
+    shell.send(visitor="gone", ts=T0)
+    suppressions = SuppressionList(shell.settings, salt=SALT)
+    purge = Purge(shell.settings, suppressions)
+    suppressions.add(Suppression(subject_hash("gone", SALT), "old", T0))  # before ready
+    for n in range(PASSES):
+        result = purge.journey(
+            [shell.tick_record(T0 + 1000 * (n + 1))],
+            shell.visitors.get,
+            lambda kept, load: shell.engine.run(kept, load, shell.rows.get, shell.scan),
+            lambda: list(shell.visitors.items()),
+            lambda: {0},
+        )
+        shell.store(result)
+    assert b"gone" not in shell.visitors and not purge.pending
+    assert not [o for o in shell.raw if o.topic == topics.ERASURE_ACKS]
+
+
 def test_a_suppressed_user_drops_events_of_any_device() -> None:
     shell, suppressions = _purging_shell()
     suppressions.add(Suppression(subject_hash("u1", SALT), "e1", T0))
@@ -160,6 +180,7 @@ def test_a_suppressed_user_drops_events_of_any_device() -> None:
 def test_the_people_step_deletes_the_person_and_skips_erased_devices() -> None:
     settings = config.load({"CLICKSTREAM_PARTITIONS": "1"})
     suppressions = SuppressionList(settings, salt=SALT)
+    suppressions.ready.set()
     purge = Purge(settings, suppressions)
     suppressions.add(Suppression(subject_hash("u1", SALT), "e1", T0))
     suppressions.add(Suppression(subject_hash("d2", SALT), "e2", T0))
