@@ -63,6 +63,7 @@ def test_fresh_apply_creates_everything_and_a_rerun_is_a_no_op(isolated_settings
         (5, True, False),
         (6, True, False),
         (7, True, False),
+        (8, True, False),
     ]
     assert log_rows(ch_client, db) == len(LABELS)
     assert migrate.apply(ch_client, settings) == []
