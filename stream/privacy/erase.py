@@ -202,6 +202,8 @@ class Erasures:
         await self._acks.stop()
         if self.producer is not None:
             await self.producer.stop()
+        if self.sink is None:  # else the sink stops the list it shares
+            await self.suppressions.stop()
 
     # --- acknowledgements -------------------------------------------------------------
     def _ack(self, record) -> None:

@@ -5,6 +5,8 @@ topic; nothing of them comes back, their later events are dropped and counted.""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -158,6 +160,13 @@ def test_erase_mid_stream_then_person_with_two_devices_then_replay(pipeline):
             "/v1/batch", {"batch": [event(device), identify(device, user), event(device, user)]}
         )
         assert status == 200
+    invalid = {"type": "track", "messageId": f"m-{uuid.uuid4()}", "anonymousId": phone}
+    status, answer = pipeline.post("/v1/batch", {"batch": [event(phone), invalid]})
+    assert status == 200 and answer["rejected"] == 1, answer  # no event name
+    pipeline.wait_for(
+        f"SELECT count() FROM clickstream.invalid_events WHERE position(payload, '{phone}') > 0",
+        [[1]],
+    )
     with Stream(pipeline, [target, *others]):
         pipeline.wait_for(
             f"SELECT count() > 0 FROM clickstream.visitors WHERE visitor_id = '{target}'",
@@ -195,8 +204,10 @@ def test_erase_mid_stream_then_person_with_two_devices_then_replay(pipeline):
 
     # Later events of any of them, on any device, are dropped at the collector.
     before = suppressed_count(pipeline)
+    late_invalid = {"type": "track", "messageId": f"m-{uuid.uuid4()}", "anonymousId": target}
     status, answer = pipeline.post(
-        "/v1/batch", {"batch": [event(target), event(phone), event(f"new-{run}", user)]}
+        "/v1/batch",
+        {"batch": [event(target), event(phone), event(f"new-{run}", user), late_invalid]},
     )
     assert status == 200 and answer["accepted"] == 3  # accepted, then dropped
     assert suppressed_count(pipeline) == before + 3
@@ -214,10 +225,31 @@ def test_erase_mid_stream_then_person_with_two_devices_then_replay(pipeline):
     last = asyncio.run(last_changelog_values(pipeline, [target, phone, laptop, user]))
     assert last == dict.fromkeys([target, phone, laptop, user]), last
 
-    # Erasing again is safe: the same end state, a second audit row with zeros.
-    again = erase(pipeline, target)
-    assert sum(again["rows_removed"].values()) == 0
+    # Erasing again (here with the CLI) is safe: the same end state, a second audit
+    # row with zeros.
+    done = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "forget", target],
+        env=pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "complete" in done.stdout and "processor_state" in done.stdout, done.stdout
     assert rows_naming(pipeline, gone) == dict.fromkeys(ID_TABLES, 0)
+    audit = pipeline.sql(
+        "SELECT count(), sum(arraySum(mapValues(rows_removed)) = 0) FROM clickstream.erasures"
+    )
+    assert audit == [[3, 1]]
+    # And the CLI's bad input: one line, exit 1.
+    bad = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "forget", "never-seen-" + run],
+        env=pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "404" in bad.stderr, bad.stderr
 
 
 REPLAYED = (
