@@ -4,6 +4,7 @@ processor's filters (a row naming a suppressed id is never written)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -95,15 +96,14 @@ def row_ids_reader(table: str, columns: tuple[str, ...]) -> Callable[[tuple], li
 
         return state_row
     at = [columns.index(c) for c in ID_COLUMNS if c in columns]
-    many = columns.index("visitor_ids") if "visitor_ids" in columns else None
-
-    def plain(row: tuple) -> list[str]:
-        ids = [row[i] for i in at]
-        if many is not None:
-            ids += list(row[many] or ())
-        return ids
-
-    return plain
+    if "visitor_ids" in columns:
+        many = columns.index("visitor_ids")
+        return lambda row: [*(row[i] for i in at), *(row[many] or ())]
+    if not at:
+        return lambda row: ()
+    if len(at) == 1:
+        return lambda row, i=at[0]: (row[i],)
+    return itemgetter(*at)
 
 
 def event_ids(key: bytes | None, value: bytes | None) -> list[str]:

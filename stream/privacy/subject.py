@@ -111,4 +111,15 @@ class Matcher:
         return hit
 
     def any(self, ids: Iterable[str]) -> bool:
-        return bool(self.hashes) and any(self.suppressed(i) for i in ids if i)
+        """Is any of `ids` suppressed? (The sink asks for every row: kept tight.)"""
+        if not self.hashes:
+            return False
+        cache = self._cache
+        for subject_id in ids:
+            if subject_id:
+                hit = cache.get(subject_id)
+                if hit is None:
+                    hit = self.suppressed(subject_id)
+                if hit:
+                    return True
+        return False

@@ -94,7 +94,7 @@ def test_ids_named_by_rows_of_every_table() -> None:
     assert row_ids_reader("processor_state", state)(row) == ["v1", "v1", "v1", "u1"]
     row = tuple({"table_name": "windows", "key": b"[0]", "value": b"[]"}.get(c, 0) for c in state)
     assert row_ids_reader("processor_state", state)(row) == []
-    assert row_ids_reader("journey_metrics_1m", ("window_start", "source"))(("w", "s")) == []
+    assert list(row_ids_reader("journey_metrics_1m", ("window_start", "source"))(("w", "s"))) == []
 
 
 def test_event_ids_read_cheaply() -> None:
@@ -103,6 +103,9 @@ def test_event_ids_read_cheaply() -> None:
     assert event_ids(b"v", orjson.dumps({"user_id": ""})) == ["v"]
     assert event_ids(b"v", orjson.dumps({"user_id": 'we"ird'})) == ["v", 'we"ird']
     assert state_fields(encode_state(VisitorState("v", "a", "u"))) == ("v", "a", "u")
+    odd = VisitorState('v"1', "a\\b", "ü")
+    assert state_fields(encode_state(odd)) == ('v"1', "a\\b", "ü")
+    assert state_fields(orjson.dumps([1, "v", None, "u"])) == ("v", "", "u")
     assert patterns(['a"b']) == ['"a\\"b"']
 
 
