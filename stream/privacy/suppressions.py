@@ -76,16 +76,21 @@ class Follower:
             fetch_max_wait_ms=POLL_MS,
         )
         await self.consumer.start()
-        self.consumer.assign([self.tp])
-        await self.consumer.seek_to_beginning(self.tp)
-        end = (await self.consumer.end_offsets([self.tp]))[self.tp]
-        # The embedded broker's ListOffsets can be one record batch short: read on
-        # until a poll at or past that end returns nothing.
-        while True:
-            got = await self.consumer.getmany(self.tp, timeout_ms=POLL_MS)
-            self._take_all(got)
-            if not got and await self.consumer.position(self.tp) >= end:
-                break
+        try:
+            self.consumer.assign([self.tp])
+            await self.consumer.seek_to_beginning(self.tp)
+            end = (await self.consumer.end_offsets([self.tp]))[self.tp]
+            # The embedded broker's ListOffsets can be one record batch short: read on
+            # until a poll at or past that end returns nothing.
+            while True:
+                got = await self.consumer.getmany(self.tp, timeout_ms=POLL_MS)
+                self._take_all(got)
+                if not got and await self.consumer.position(self.tp) >= end:
+                    break
+        except BaseException:
+            await self.consumer.stop()
+            self.consumer = None
+            raise
         self._task = asyncio.create_task(self._follow(), name=f"follow-{self.tp.topic}")
 
     def _take_all(self, got) -> None:
@@ -142,9 +147,18 @@ class SuppressionList:
     def suppressed(self, subject_id: str) -> bool:
         return self.matcher.suppressed(subject_id)
 
-    async def start(self) -> None:
+    async def start(self, attempts: int = 30) -> None:
+        """Read the list to its end (retrying while Kafka does not answer), then follow."""
         started = time.monotonic()
-        await self._follower.start()
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._follower.start()
+                break
+            except Exception as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("reading the suppression list failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
         self.ready.set()
         log.info(
             "suppression list read: %d erased id hash(es) in %.2fs",
