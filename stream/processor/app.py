@@ -153,7 +153,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task
     async def read_suppressions():
-        await suppressions.start()
+        try:
+            await suppressions.start()
+        except Exception as exc:  # the agents wait for the list: stop rather than hang
+            log.exception("cannot read the suppression list; stopping the worker")
+            await app.crash(exc)
 
     @app.agent(events, concurrency=1)
     async def journeys(stream):
