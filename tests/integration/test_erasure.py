@@ -154,7 +154,14 @@ def test_erase_mid_stream_then_person_with_two_devices_then_replay(pipeline):
     run = uuid.uuid4().hex[:8]
     target, others = f"gone-{run}", [f"stays-{run}-{i}" for i in range(3)]
     user, phone, laptop = f"user-{run}", f"phone-{run}", f"laptop-{run}"
-    # The person: two devices, both identified as one user.
+    # The person: two devices, both identified as one user; another person whose one
+    # device only will be erased.
+    other_user, kept, dropped = f"other-{run}", f"kept-{run}", f"dropped-{run}"
+    for device, owner in ((kept, other_user), (dropped, other_user)):
+        status, _ = pipeline.post(
+            "/v1/batch", {"batch": [event(device), identify(device, owner), event(device, owner)]}
+        )
+        assert status == 200
     for device in (phone, laptop):
         status, _ = pipeline.post(
             "/v1/batch", {"batch": [event(device), identify(device, user), event(device, user)]}
@@ -180,10 +187,20 @@ def test_erase_mid_stream_then_person_with_two_devices_then_replay(pipeline):
         assert done["rows_removed"]["events"] > 0 and done["seconds"] < 30
         time.sleep(1.0)  # the stream goes on; the target's events are dropped
         assert suppressed_count(pipeline) > before
+    # One device of a person who stays: the device goes, the person keeps the other.
+    pipeline.wait_for(
+        f"SELECT max(devices) FROM clickstream.customers WHERE user_id = '{other_user}'", [[2]]
+    )
+    device = erase(pipeline, dropped)
+    assert device["ids_erased"] == 1
+    pipeline.wait_for(
+        f"SELECT visitor_ids FROM clickstream.customers FINAL WHERE user_id = '{other_user}'",
+        [[[kept]]],
+    )
     person = erase(pipeline, user)
     assert person["ids_erased"] == 3  # the user id and both devices
     assert person["rows_removed"]["customers"] > 0
-    gone = [target, user, phone, laptop]
+    gone = [target, user, phone, laptop, dropped]
     time.sleep(2.0)  # whatever was still on its way has arrived
     assert rows_naming(pipeline, gone) == dict.fromkeys(ID_TABLES, 0)
     stays = pipeline.sql(
@@ -222,8 +239,11 @@ def test_erase_mid_stream_then_person_with_two_devices_then_replay(pipeline):
     time.sleep(3.0)  # the replayed journey records trail the marker's event
     assert rows_naming(pipeline, gone) == dict.fromkeys(ID_TABLES, 0)
     # The processor's state of them is gone: tombstones are the last word on their keys.
-    last = asyncio.run(last_changelog_values(pipeline, [target, phone, laptop, user]))
-    assert last == dict.fromkeys([target, phone, laptop, user]), last
+    last = asyncio.run(last_changelog_values(pipeline, [target, phone, laptop, user, dropped]))
+    assert last == dict.fromkeys([target, phone, laptop, user, dropped]), last
+    assert pipeline.sql(
+        f"SELECT visitor_ids FROM clickstream.customers FINAL WHERE user_id = '{other_user}'"
+    ) == [[[kept]]]
 
     # Erasing again (here with the CLI) is safe: the same end state, a second audit
     # row with zeros.
@@ -240,7 +260,7 @@ def test_erase_mid_stream_then_person_with_two_devices_then_replay(pipeline):
     audit = pipeline.sql(
         "SELECT count(), sum(arraySum(mapValues(rows_removed)) = 0) FROM clickstream.erasures"
     )
-    assert audit == [[3, 1]]
+    assert audit == [[4, 1]]
     # And the CLI's bad input: one line, exit 1.
     bad = subprocess.run(
         [sys.executable, "-m", "stream.cli", "forget", "never-seen-" + run],
