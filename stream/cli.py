@@ -58,10 +58,9 @@ def run(roles: str, simulate: bool, rate: float) -> None:
     from rich.console import Console
 
     from stream.broker import EmbeddedBroker
+    from stream.privacy.subject import load_salt
     from stream.roles import parse_roles
     from stream.supervisor import StopSignals, Supervisor, create_topics_sync
-
-    from stream.privacy.subject import load_salt
 
     settings = _settings()
     wanted = _parse(parse_roles, roles)
