@@ -58,11 +58,13 @@ def run(roles: str, simulate: bool, rate: float) -> None:
     from rich.console import Console
 
     from stream.broker import EmbeddedBroker
+    from stream.privacy.subject import load_salt
     from stream.roles import parse_roles
     from stream.supervisor import StopSignals, Supervisor, create_topics_sync
 
     settings = _settings()
     wanted = _parse(parse_roles, roles)
+    load_salt(settings)  # created once, before the workers share it (bad: exit 2)
     # Recorded only; acted upon by this flow (a handler that took a lock could hang).
     stop = StopSignals().install()
     _check_ports(settings, wanted)
@@ -299,6 +301,21 @@ def simulate(
             to_kafka=to_kafka,
         )
     )
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.option(
+    "--url", default="", help="API base URL (default: http://127.0.0.1:$CLICKSTREAM_API_PORT)."
+)
+def forget(ids: tuple[str, ...], url: str) -> None:
+    """Erase visitors (anonymous ids) or people (user ids: every linked device) from the
+    whole pipeline; waits until each erasure is complete (README, "Privacy")."""
+    from stream.privacy.forget import run_forget
+
+    settings = _settings()
+    url = url or f"http://127.0.0.1:{settings.api_port}"
+    raise SystemExit(run_forget(url, ids, settings.admin_token))
 
 
 @cli.command()

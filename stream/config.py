@@ -84,6 +84,9 @@ class Settings:
     events_ttl_days: int = 0
     # API.
     admin_token: str = ""
+    # Privacy: the salt of the hashes on the suppression list (stream/privacy/subject.py);
+    # "" = a random one created once in the data directory.
+    privacy_salt: str = ""
     # Operations.
     log_level: str = "INFO"
     # A clean stop of `clickstream run` waits this long, at most, for what was accepted
@@ -97,7 +100,7 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "write_keys":
                 value = {_secret(k): v for k, v in value.items()}
-            elif f.name == "admin_token":
+            elif f.name in ("admin_token", "privacy_salt"):
                 value = _secret(value)
             elif f.name == "clickhouse_dsn" and value:
                 value = _mask_dsn(value)
@@ -290,6 +293,13 @@ def _state_archive(name: str, raw: str) -> str:
     return mode
 
 
+def _salt(name: str, raw: str) -> str:
+    raw = raw.strip()
+    if raw and len(raw) < 16:
+        raise SettingsError(f"{name} must be at least 16 characters long (or unset)")
+    return raw
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -339,6 +349,7 @@ ENV: dict[str, tuple[str, object]] = {
     "CLICKSTREAM_SINK_IDLE_FLUSH_SECONDS": ("sink_idle_flush_seconds", _float(0.0, 60.0)),
     "CLICKSTREAM_EVENTS_TTL_DAYS": ("events_ttl_days", _int(0, 36500)),
     "CLICKSTREAM_ADMIN_TOKEN": ("admin_token", _str),
+    "CLICKSTREAM_PRIVACY_SALT": ("privacy_salt", _salt),
     "CLICKSTREAM_LOG_LEVEL": ("log_level", _log_level),
     "CLICKSTREAM_STOP_DRAIN_SECONDS": ("stop_drain_s", _float(0.0, 3600.0)),
     "CLICKSTREAM_SCHEMAS_DIR": ("schemas_dir", _path),

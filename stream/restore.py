@@ -19,6 +19,9 @@ data directory, and the sink's process opens it next). That child:
 4. logs and prints the counts and the time; a rich progress bar when it takes longer
    than a moment.
 
+5. re-seeds the suppression list (stream/privacy/suppressions.py) the same way, from
+   the `suppressions` table, when its topic is empty.
+
 The processor then recovers its tables from these records as after any restart. The
 sink reads them like any other changelog record and archives them again (with its new
 epoch, so they are the newest rows: the rebased values are the right ones from now on).
@@ -43,6 +46,7 @@ from aiokafka.structs import TopicPartition
 
 from stream import topics
 from stream.config import Settings
+from stream.privacy.suppressions import reseed as reseed_suppressions
 from stream.processor.rebase import rebase
 from stream.procs import die_with_parent
 from stream.sink import rows
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 BLOCK = 5_000  # records produced before waiting for their acknowledgements
 PROGRESS_AFTER_S = 1.0
 ENV = "CLICKSTREAM_STATE_ARCHIVE"
+ARCHIVE_OFF = "CLICKSTREAM_STATE_ARCHIVE is off"
 # Tables whose keys sit in the partition the default partitioner gives them (the
 # partition of the source records keyed alike). When CLICKSTREAM_PARTITIONS changed
 # since a value was archived, their values move to the key's new partition (where the
@@ -271,7 +276,15 @@ def main(settings: Settings) -> int:
     try:
         client = connect(settings)
         apply(client, settings)
-        report = asyncio.run(restore(settings, client, console=console))
+        report = (
+            asyncio.run(restore(settings, client, console=console))
+            if settings.archives_state
+            else Report(skipped=ARCHIVE_OFF)
+        )
+        # The suppression list too (the broker forgot it): before any worker reads it.
+        reseeded = asyncio.run(reseed_suppressions(settings, client))
+        if reseeded:
+            log.info("suppression list re-seeded: %d erased id hash(es)", reseeded)
     except Exception as exc:  # noqa: BLE001 - one line for the operator, details in the log
         log.exception("restoring the processor state failed")
         console.print(f"[red]restoring the processor state failed:[/] {exc}")
@@ -289,7 +302,7 @@ def main(settings: Settings) -> int:
             "seconds": round(report.seconds, 3),
         },
     )
-    if report.total or report.skipped != "nothing archived yet":
+    if report.total or report.skipped not in ("nothing archived yet", ARCHIVE_OFF):
         console.print(report.summary())
     return 0
 
@@ -300,10 +313,14 @@ def before_start(settings: Settings, console, stop: threading.Event | None = Non
     Archiving on (the default with the embedded broker): the children are told so
     (they see KAFKA_BOOTSTRAP_SERVERS, not the embedded broker, so "auto" would read as
     off there), and `clickstream restore-state` runs to its end in a child process.
+    With the embedded broker it runs even when archiving is off: it re-seeds the
+    suppression list (stream/privacy/suppressions.py), which must survive a restart.
     """
-    if not settings.archives_state:
-        return
-    os.environ[ENV] = "on"  # inherited by the supervisor's children
+    if settings.archives_state:
+        os.environ[ENV] = "on"  # inherited by the supervisor's children
+    elif not settings.embedded_broker:
+        return  # a durable Kafka keeps its changelogs and the suppression list
+    # (else the embedded broker, archive off: the child re-seeds the suppression list only)
     if settings.embedded_clickhouse and not (settings.data_dir / "clickhouse").exists():
         return  # first start on this data directory: nothing archived
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers}

@@ -75,6 +75,18 @@ EVENTS_CLAMPED = Counter(
 )
 
 # --- processor -------------------------------------------------------------
+# Erasure (stream/privacy/): events of an erased id dropped, where (collector, processor)
+# and from which source; rows the sink left out for naming one, per table.
+EVENTS_SUPPRESSED = Counter(
+    "clickstream_events_suppressed_total",
+    "Events of an erased (suppressed) id dropped.",
+    ["stage", "source"],
+)
+ROWS_SUPPRESSED = Counter(
+    "clickstream_sink_rows_suppressed_total",
+    "Rows naming an erased id that the sink did not write.",
+    ["table"],
+)
 EVENTS_PROCESSED = Counter(
     "clickstream_events_processed_total", "Events applied to journey state.", ["source"]
 )

@@ -18,6 +18,11 @@ VISITORS = "journey.visitors"  # visitor snapshots for clickstream.visitors
 METRICS = "journey.metrics"  # completed 1-minute metric windows
 IDENTITIES = "clickstream.identities"  # identified visitors' states, keyed by user id
 CUSTOMERS = "journey.customers"  # one person across devices, keyed by user id
+# Erasure (stream/privacy/): the suppression list, compacted, keyed by the salted hash of
+# an erased id (never the id), one partition so that "read to its end" is one offset;
+# and the processor's acknowledgements of each erasure.
+SUPPRESSIONS = "clickstream.suppressions"
+ERASURE_ACKS = "clickstream.erasure-acks"
 
 # Key of the tick records the processor writes into each EVENTS partition (its clock,
 # in the log); never a visitor id, which the collector requires to be non-empty text.
@@ -60,6 +65,8 @@ def specs(settings: Settings) -> list[TopicSpec]:
         )
         for table in TABLES
     ]
+    out.append(TopicSpec(settings.topic(SUPPRESSIONS), 1, compacted=True))
+    out.append(TopicSpec(settings.topic(ERASURE_ACKS), 1))
     return out
 
 

@@ -4,6 +4,8 @@
     GET  /api/v1/stages?source=                current stage distribution
     GET  /api/v1/sessions?limit=&offset=&source=
     GET  /api/v1/visitors/{id}                 one visitor's journey
+    DELETE /api/v1/visitors/{id}               erase a visitor or person (erasure.py)
+    GET  /api/v1/erasures/{id}                 an erasure's progress (erasure.py)
     GET  /api/v1/metrics/summary?from=&to=&source=
     GET|POST /api/v1/sql                       read-only SQL (?query= or the body)
     GET  /healthz                              200 when ClickHouse answers SELECT 1
@@ -308,9 +310,10 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-def build_app(settings: Settings, client, readonly_client=None) -> web.Application:
+def build_app(settings: Settings, client, readonly_client=None, erasures=None) -> web.Application:
     """The API on `client`; the SQL endpoint uses `readonly_client` (by default this
-    process's read-only client, opened on first use)."""
+    process's read-only client, opened on first use); `erasures` serves erasure
+    (stream/privacy/erase.py; without it the erasure endpoints answer 503)."""
     app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_SQL_BYTES * 2)
     app[SETTINGS] = settings
     app[CLIENT] = client
@@ -324,7 +327,8 @@ def build_app(settings: Settings, client, readonly_client=None) -> web.Applicati
     app.router.add_route("POST", "/api/v1/sql", sql)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    from stream.api import page  # imported here: page reads this module's helpers
+    from stream.api import erasure, page  # imported here: both read this module's helpers
 
     page.add_routes(app)
+    erasure.add_routes(app, erasures)
     return app

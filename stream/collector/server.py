@@ -32,6 +32,7 @@ from stream.collector.publish import Publisher
 from stream.collector.validate import Validator
 from stream.config import Settings
 from stream.enrich import Enricher
+from stream.privacy.suppressions import SuppressionList
 from stream.records import EventRecord, InvalidRecord
 from stream.telemetry import (
     CONSENT_COOKIELESS,
@@ -40,6 +41,7 @@ from stream.telemetry import (
     EVENTS_ACCEPTED,
     EVENTS_RECEIVED,
     EVENTS_REJECTED,
+    EVENTS_SUPPRESSED,
     REQUEST_LATENCY,
     REQUESTS_REJECTED,
     render,
@@ -73,9 +75,12 @@ def json_response(payload: dict[str, Any], status: int = 200) -> web.Response:
 class Collector:
     """Turns one HTTP request into published records and a Segment-style answer."""
 
-    def __init__(self, settings: Settings, publisher: Publisher) -> None:
+    def __init__(
+        self, settings: Settings, publisher: Publisher, suppressions: SuppressionList | None = None
+    ) -> None:
         self.settings = settings
         self.publisher = publisher
+        self.suppressions = suppressions  # erased ids: their new events are dropped
         self.validator = Validator(settings.schemas_dir)
         self.enricher = Enricher(anonymize_ip=settings.anonymize_ip)
         self.consent_rules = ConsentRules(
@@ -285,18 +290,21 @@ class Collector:
             )
 
         _received(source).inc(len(calls))
+        accepted = len(events)
+        if self.suppressions is not None and self.suppressions.matcher.hashes:
+            events = self._unsuppressed(events, source)
         try:
             await self.publisher.publish(events, invalid)
         except Exception as exc:  # noqa: BLE001 - the client must retry; nothing was acknowledged
             log.warning("kafka publish failed: %s", type(exc).__name__)
             raise IntakeError(503, "events could not be stored, retry later", "kafka") from None
-        _accepted(source).inc(len(events))
+        _accepted(source).inc(accepted)
         for error in errors:
             EVENTS_REJECTED.labels(source, _reason_label(error["reasons"])).inc()
 
         answer: dict[str, Any] = {
             "success": not errors,
-            "accepted": len(events) + dropped,  # a dropped call is done with: no retry
+            "accepted": accepted + dropped,  # a dropped call is done with: no retry
             "rejected": len(errors),
         }
         if errors:
@@ -316,6 +324,19 @@ class Collector:
         )
         _cookieless(source).inc()
         return consent.without_identity(call, visitor_id)
+
+    def _unsuppressed(self, events: list[EventRecord], source: str) -> list[EventRecord]:
+        """Events of an erased id are dropped (and counted), answered as accepted: the
+        client must not retry them, and whether an id was erased is not its business."""
+        matcher = self.suppressions.matcher  # type: ignore[union-attr]
+        kept = [
+            e
+            for e in events
+            if not matcher.any((e.get("visitor_id"), e.get("anonymous_id"), e.get("user_id")))
+        ]
+        if len(kept) != len(events):
+            EVENTS_SUPPRESSED.labels("collector", source).inc(len(events) - len(kept))
+        return kept
 
     def _check(self, call: intake.Call, payload: Any, received_at: int, source: str) -> list[str]:
         if call.size > intake.MAX_EVENT_BYTES:
@@ -408,12 +429,14 @@ def _allow_headers(requested: str) -> str:
     return ", ".join([ALLOW_HEADERS, *extra]) if extra else ALLOW_HEADERS
 
 
-def build_app(settings: Settings, publisher: Publisher) -> web.Application:
+def build_app(
+    settings: Settings, publisher: Publisher, suppressions: SuppressionList | None = None
+) -> web.Application:
     # client_max_size bounds what aiohttp buffers; our own 500 KB check gives the JSON reason.
     app = web.Application(middlewares=[cors], client_max_size=intake.MAX_REQUEST_BYTES + 1)
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher
-    collector = Collector(settings, publisher)
+    collector = Collector(settings, publisher, suppressions)
 
     for endpoint in ENDPOINTS:
 
@@ -519,7 +542,10 @@ def build_app(settings: Settings, publisher: Publisher) -> web.Application:
 
 async def serve(settings: Settings, host: str = "0.0.0.0") -> web.AppRunner:
     """Start the collector on settings.http_port; the caller keeps the runner to stop it."""
-    app = build_app(settings, Publisher(settings))
+    suppressions = SuppressionList(settings)
+    await suppressions.start()  # read to its end before the first event is accepted
+    app = build_app(settings, Publisher(settings), suppressions)
+    app.on_cleanup.append(lambda app: suppressions.stop())
     # auto_decompress off: intake inflates gzip itself, bounded to 500 KB (no zip bombs)
     runner = web.AppRunner(app, access_log=None, auto_decompress=False)
     await runner.setup()

@@ -180,11 +180,16 @@ def store_state(state: VisitorState) -> bytes:
     return _LZ4 + lz4.block.compress(encode_state(state))
 
 
+def state_json(b: bytes | str) -> bytes | str:
+    """The JSON of encode_state's or store_state's bytes."""
+    if isinstance(b, bytes) and b[:1] == _LZ4:
+        return lz4.block.decompress(b[1:])
+    return b
+
+
 def decode_state(b: bytes) -> VisitorState:
     """A state from encode_state's or store_state's bytes."""
-    if b[:1] == _LZ4:
-        b = lz4.block.decompress(b[1:])
-    return state_from_data(orjson.loads(b))
+    return state_from_data(orjson.loads(state_json(b)))
 
 
 def state_from_data(data: Any) -> VisitorState:

@@ -28,6 +28,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from stream import topics
 from stream.config import Settings, SettingsError
 from stream.metrics import windows
+from stream.privacy.purge import Purge
+from stream.privacy.suppressions import SuppressionList
 from stream.processor import faust_internals
 from stream.processor.engine import TICK_KEY, Engine, tick_value
 from stream.processor.positions import RESEEK_SECONDS
@@ -124,34 +126,51 @@ def create_app(settings: Settings) -> faust.App:
             if windows.key_partition(key) == partition:
                 yield key, raw
 
+    # Erased ids (stream/privacy/): their events dropped, their state deleted.
+    suppressions = SuppressionList(settings)
+    purge = Purge(settings, suppressions)
+
     journey = Step(
         app,
         events_topic,
         {"states": visitors, "rows": window_rows},
-        lambda records, read: engine.run(
+        lambda records, read: purge.journey(
             records,
             lambda key: read("states", key),
-            lambda key: read("rows", key),
-            scan,
+            lambda kept, load: engine.run(kept, load, lambda key: read("rows", key), scan),
+            visitors.items,
+            lambda: journey.owned(),
         ),
     )
     linking = Step(
         app,
         identities_topic,
         {"states": people},
-        lambda records, read: engine.link(records, lambda user: read("states", user.encode())),
+        lambda records, read: purge.people(
+            records, lambda user: read("states", user.encode()), engine.link
+        ),
     )
 
     # The events come a fetch at a time, past Faust's per-message delivery (patch 4):
     # the agent stays declared, for the subscription and the partitions' assignment.
     batches = faust_internals.deliver_in_batches(events_topic) if _batched() else None
 
+    @app.task
+    async def read_suppressions():
+        try:
+            await suppressions.start()
+        except Exception as exc:  # the agents wait for the list: stop rather than hang
+            log.exception("cannot read the suppression list; stopping the worker")
+            await app.crash(exc)
+
     @app.agent(events, concurrency=1)
     async def journeys(stream):
+        await suppressions.ready.wait()  # read to its end before the first event
         await (journey.run(stream) if batches is None else journey.run_batches(batches))
 
     @app.agent(identities, concurrency=1)
     async def link_people(stream):
+        await suppressions.ready.wait()
         await linking.run(stream)
 
     @app.timer(TICK_SECONDS)

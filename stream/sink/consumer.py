@@ -29,6 +29,11 @@ writes every record, raw, to processor_state (rows.state_row: why the newest rec
 wins across broker restarts is explained there); stream/restore.py re-seeds a fresh
 broker from it. Same batches, same checkpoint order.
 
+Erased ids (stream/privacy/): before a batch is inserted, its rows that name an id on
+the suppression list are taken out (`_suppress`), so nothing of an erased person is
+written again, whether it was still in Kafka, replayed or late. The list is read to
+its end before the first record is consumed.
+
 Stop: the loop first reads on until a poll returns nothing (at most STOP_CATCHUP_S), so
 what the processor wrote just before it stopped is written too (the embedded broker
 forgets everything else), then writes what is buffered and commits.
@@ -56,6 +61,8 @@ from clickhouse_connect.driver.exceptions import OperationalError
 from stream import telemetry, topics
 from stream.api.app import build_app
 from stream.config import Settings
+from stream.privacy.rows import row_ids_reader
+from stream.privacy.suppressions import SuppressionList
 from stream.sink import migrate, rows
 from stream.sink.batches import Batch, Batches
 from stream.sink.clickhouse import connect
@@ -115,8 +122,11 @@ class Sink:
         group_id: str = topics.SINK_GROUP,
         session_timeout_ms: int = 6_000,
         fault: Fault | None = None,
+        suppressions: SuppressionList | None = None,
     ):
         self.settings = settings
+        self.suppressions = suppressions  # created at start() when not given
+        self._ids_of: dict[str, object] = {}  # table name -> row -> ids it names
         self.group_id = group_id
         self.session_timeout_ms = session_timeout_ms
         self.routes = rows.routes(settings)
@@ -151,6 +161,10 @@ class Sink:
     # --- life cycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.suppressions is None:
+            self.suppressions = SuppressionList(self.settings)
+        if not self.suppressions.ready.is_set():
+            await self.suppressions.start()
         if self.state_topics:
             self.epoch = await asyncio.to_thread(self._next_epoch)
             log.info(
@@ -227,6 +241,8 @@ class Sink:
         finally:
             await self.consumer.stop()
             self._set_paused(False)
+            if self.suppressions is not None:
+                await self.suppressions.stop()
 
     def _idle_age(self, result: dict[TopicPartition, list]) -> float | None:
         """The age at which a batch is written early: when this fetch left nothing more
@@ -297,6 +313,7 @@ class Sink:
         generation = self._generation
         try:
             for batch in list(self.batches.writing):
+                self._suppress(batch)
                 rejected = await self.writer.write(batch.table, batch.rows)
                 if generation != self._generation:
                     return  # revoked meanwhile: those offsets are no longer ours
@@ -323,6 +340,33 @@ class Sink:
         finally:
             if generation == self._generation:
                 await self._commit()
+
+    def _suppress(self, batch: Batch) -> None:
+        """Take out the rows that name an erased id (their offsets stay held back by the
+        batch's first offsets, and are committed with it)."""
+        if self.suppressions is None:
+            return
+        matcher = self.suppressions.matcher
+        if not matcher.hashes:
+            return
+        ids_of = self._ids_of.get(batch.table.name)
+        if ids_of is None:
+            ids_of = self._ids_of[batch.table.name] = row_ids_reader(
+                batch.table.name, batch.table.columns
+            )
+        keep = [i for i, row in enumerate(batch.rows) if not matcher.any(ids_of(row))]
+        if len(keep) == len(batch.rows):
+            return
+        telemetry.ROWS_SUPPRESSED.labels(batch.table.name).inc(len(batch.rows) - len(keep))
+        batch.rows = [batch.rows[i] for i in keep]
+        batch.origins = [batch.origins[i] for i in keep]
+
+    async def settled(self) -> None:
+        """Once the insert in flight (if any) ended: every later insert filters with the
+        suppression list as it is now."""
+        task = self._writing
+        if task is not None:
+            await asyncio.wait([task])
 
     def _back_off(self, table: str, exc: Exception) -> None:
         self.retries += 1
@@ -441,18 +485,31 @@ async def run_sink(
     if client is None:
         return
     runner = None
-    if serve_api:
-        runner = web.AppRunner(build_app(settings, client), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "0.0.0.0", settings.api_port, reuse_address=True).start()
-        log.info("query API listening on port %d", settings.api_port)
+    suppressions = SuppressionList(settings)
     the_sink = (
-        Sink(settings, client, group_id=group_id, session_timeout_ms=session_timeout_ms)
+        Sink(
+            settings,
+            client,
+            group_id=group_id,
+            session_timeout_ms=session_timeout_ms,
+            suppressions=suppressions,
+        )
         if sink
         else None
     )
+    erasures = None
+    if serve_api:
+        from stream.privacy.erase import Erasures
+
+        erasures = Erasures(settings, client, suppressions, the_sink)
+        runner = web.AppRunner(build_app(settings, client, erasures=erasures), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "0.0.0.0", settings.api_port, reuse_address=True).start()
+        log.info("query API listening on port %d", settings.api_port)
     stopped = asyncio.create_task(stop.wait())
     try:
+        if erasures is not None:
+            await erasures.start()
         waits = [stopped]
         if the_sink is not None:
             await the_sink.start()
@@ -470,6 +527,8 @@ async def run_sink(
         finally:
             if runner is not None:
                 await runner.cleanup()
+            if erasures is not None:
+                await erasures.stop()
 
 
 async def _connect_and_migrate(settings: Settings, client_factory, stop: asyncio.Event):

@@ -19,6 +19,7 @@ LABELS = [
     "0005_customers",
     "0006_processor_state",
     "0007_metric_increments",
+    "0008_privacy",
 ]
 TABLES = {
     "events",
@@ -29,6 +30,8 @@ TABLES = {
     "visitors",
     "customers",
     "processor_state",
+    "suppressions",
+    "erasures",
     "journey_metrics_1m",
     "journey_metrics_1h",
     "funnel_daily",
@@ -60,6 +63,7 @@ def test_fresh_apply_creates_everything_and_a_rerun_is_a_no_op(isolated_settings
         (5, True, False),
         (6, True, False),
         (7, True, False),
+        (8, True, False),
     ]
     assert log_rows(ch_client, db) == len(LABELS)
     assert migrate.apply(ch_client, settings) == []

@@ -24,6 +24,7 @@ def test_every_version_has_up_and_down_in_order():
         "0005_customers",
         "0006_processor_state",
         "0007_metric_increments",
+        "0008_privacy",
     ]
 
 

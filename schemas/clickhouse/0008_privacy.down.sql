@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS {database}.erasures;
+DROP TABLE IF EXISTS {database}.suppressions;
