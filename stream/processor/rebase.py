@@ -22,7 +22,7 @@ tables.
 
 from __future__ import annotations
 
-from stream.journey.state import decode_state, encode_state
+from stream.journey.state import decode_state, store_state
 
 
 def rebase(table: str, value: bytes, key: bytes = b"") -> bytes | None:
@@ -34,7 +34,7 @@ def rebase(table: str, value: bytes, key: bytes = b"") -> bytes | None:
         if not state.offsets:
             return value
         state.offsets = {}
-        return encode_state(state)
+        return store_state(state)
     if table == "windows" and key.startswith(b"p|"):
         from stream.metrics.windows import PartitionRecord, is_partition_key
 

@@ -18,6 +18,7 @@ text (UTC unless it has an offset).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 from collections.abc import Callable
@@ -34,6 +35,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 from stream import topics
 from stream.config import Settings
+from stream.journey.state import state_json
 
 INVALID_STAGE = "sink"
 
@@ -739,7 +741,12 @@ PROCESSOR_STATE = Table(
 def state_row(
     table_name: str, key: bytes | None, value: bytes | None, origin: Origin, epoch: int
 ) -> tuple:
-    """The processor_state row of one changelog record (never raises)."""
+    """The processor_state row of one changelog record (never raises). A visitor state
+    is archived as its JSON (the table value is LZ4-compressed: ClickHouse compresses
+    the column better across rows, and the archive stays readable)."""
+    if value is not None and table_name == "visitors":
+        with contextlib.suppress(Exception):  # else archived as it came
+            value = state_json(value)
     return (
         table_name,
         origin.partition,
