@@ -218,17 +218,29 @@ def _run(check: Check, data: Any, root: str) -> list[str]:
 
 
 def _check_dates(call: dict[str, Any], received_at_ms: int | None) -> list[str]:
-    parsed: dict[str, int | None] = {
-        name: parse_iso_ms(call[name]) for name in DATE_FIELDS if isinstance(call.get(name), str)
-    }
-    if not parsed:
+    # Field by field, no dicts: this runs for every call (dates are parsed once, cached).
+    stamp = call.get("timestamp")
+    sent = call.get("sentAt")
+    original = call.get("originalTimestamp")
+    stamp_ms = parse_iso_ms(stamp) if isinstance(stamp, str) else None
+    sent_ms = parse_iso_ms(sent) if isinstance(sent, str) else None
+    original_ms = parse_iso_ms(original) if isinstance(original, str) else None
+    if (
+        (stamp_ms is None and isinstance(stamp, str))
+        or (sent_ms is None and isinstance(sent, str))
+        or (original_ms is None and isinstance(original, str))
+    ):
+        return [
+            f"{name}: must be an ISO-8601 date"
+            for name, text, ms in zip(
+                DATE_FIELDS, (stamp, sent, original), (stamp_ms, sent_ms, original_ms), strict=True
+            )
+            if isinstance(text, str) and ms is None
+        ]
+    if not isinstance(stamp, str) and not isinstance(sent, str) and not isinstance(original, str):
         return []
-    bad = [f"{name}: must be an ISO-8601 date" for name, ms in parsed.items() if ms is None]
-    if bad:
-        return bad
     received = time.time_ns() // 1_000_000 if received_at_ms is None else received_at_ms
-    stamp = parsed["timestamp"] if "timestamp" in parsed else parsed.get("originalTimestamp")
-    ts = corrected(stamp, parsed.get("sentAt"), received)
+    ts = corrected(stamp_ms if isinstance(stamp, str) else original_ms, sent_ms, received)
     if ts > received + MAX_FUTURE_MS:
         return ["timestamp: more than 24 hours in the future (after clock-skew correction)"]
     if ts < 0:
