@@ -66,6 +66,15 @@ class Validator:
             for name, entry in index["events"].items()
             if quick and (check := self._quick(entry["schema"])) is not None
         }
+        # Envelope and properties in one call (one conversion of the call to Rust values)
+        # for the common case, a track call whose properties are an object.
+        envelope_uri = SCHEMA_BASE_URI + index["envelope"]["schema"]
+        self._quick_tracks: dict[str, Quick] = {
+            name: check
+            for name, entry in index["events"].items()
+            if quick
+            and (check := self._quick(_with_properties(envelope_uri, entry["schema"]))) is not None
+        }
         self.versions: dict[str, int] = {n: e["version"] for n, e in index["events"].items()}
         self.plans: dict[str, TrackingPlan] = {
             path.stem: TrackingPlan(path, self._compile_schema)
@@ -110,6 +119,10 @@ class Validator:
         if envelope is None:
             return False
         try:
+            if event is not None and isinstance(call.get("properties"), dict):
+                track = self._quick_tracks.get(event)
+                if track is not None:
+                    return track(call)
             if not envelope(call):
                 return False
             if event is None:
@@ -140,12 +153,13 @@ class Validator:
             fast_fail=False,
         )
 
-    def _quick(self, relative: str) -> Quick | None:
-        """The Rust validator's yes/no for a schema file; None when it is unavailable or
-        cannot compile the schema (fastjsonschema then checks alone)."""
+    def _quick(self, schema: str | dict[str, Any]) -> Quick | None:
+        """The Rust validator's yes/no for a schema (or schema file); None when it is
+        unavailable or cannot compile the schema (fastjsonschema then checks alone)."""
         if jsonschema_rs is None:
             return None
-        schema = json.loads((self._dir / relative).read_text())
+        if isinstance(schema, str):
+            schema = json.loads((self._dir / schema).read_text())
         try:
             return jsonschema_rs.validator_for(schema, retriever=self._load).is_valid
         except Exception:  # noqa: BLE001 - fastjsonschema compiled it; it stays the judge
@@ -205,6 +219,18 @@ class TrackingPlan:
             return []
         properties = call.get("properties")
         return list(dict.fromkeys(_run(check, properties or {}, "properties")))
+
+
+def _with_properties(envelope_uri: str, relative: str) -> dict[str, Any]:
+    """A schema for a call with an object in `properties`: the envelope and, on those
+    properties, the event's schema."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "allOf": [
+            {"$ref": envelope_uri},
+            {"properties": {"properties": {"$ref": SCHEMA_BASE_URI + relative}}},
+        ],
+    }
 
 
 def _run(check: Check, data: Any, root: str) -> list[str]:

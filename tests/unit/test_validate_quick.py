@@ -35,6 +35,7 @@ def _same(call: object) -> list[str]:
 def test_the_quick_check_is_in_use() -> None:
     assert QUICK._quick_envelope is not None
     assert set(QUICK._quick_events) == set(INDEX["events"])
+    assert set(QUICK._quick_tracks) == set(INDEX["events"])
 
 
 @pytest.mark.parametrize(
