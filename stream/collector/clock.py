@@ -21,6 +21,7 @@ reordering one visitor's journey into the future.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 MAX_FUTURE_MS = 24 * 3600 * 1000  # a later event time is a broken clock, not an event
@@ -29,6 +30,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
+# Each date is parsed twice (validation, then event time) and a batch's `sentAt` once per
+# call: the cache turns all but the first into a look-up. A pure function of a short str.
+@lru_cache(maxsize=8192)
 def parse_iso_ms(value: str) -> int | None:
     """ISO-8601 text -> epoch ms, or None when it is not a date.
 

@@ -7,6 +7,7 @@ referrer + campaign -> source/medium (`referrer`), IP -> anonymized IP (`ip`).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from stream.enrich import ip
@@ -24,23 +25,55 @@ class Enricher:
     def enrich(self, record: dict[str, Any]) -> None:
         """Fill the enrichment fields of `record` in place from its ip, user_agent, url, referrer, context."""
         record["ip"] = self._ip(record.get("ip") or "")
-
-        agent = parse_user_agent(record.get("user_agent") or "", self.headless_is_bot)
-        record["browser"], record["os"] = agent.browser, agent.os
-        record["device_type"], record["is_bot"] = agent.device_type, agent.is_bot
-
+        user_agent = record.get("user_agent") or ""
         url = record.get("url") or ""
+        referrer = record.get("referrer") or ""
         context = record.get("context") or {}
         page = context.get("page") if isinstance(context.get("page"), dict) else {}
         query_source = url if "?" in url else _text(page.get("search"))  # Segment's page.search
-        campaign = extract_campaign(query_source, context.get("campaign"))
-        record["utm_source"], record["utm_medium"] = campaign.source, campaign.medium
-        record["utm_campaign"], record["utm_term"] = campaign.name, campaign.term
-        record["utm_content"], record["click_id"] = campaign.content, campaign.click_id
+        fallback = context.get("campaign")
+        if isinstance(fallback, dict) and fallback:  # not hashable: the parts' own caches only
+            record.update(
+                _derive(user_agent, self.headless_is_bot, url, query_source, referrer, fallback)
+            )
+        else:  # the same agent on the same page from the same referrer: one look-up
+            record.update(_derived(user_agent, self.headless_is_bot, url, query_source, referrer))
 
-        source = attribute(record.get("referrer") or "", url, campaign)
-        record["ref_source"], record["ref_medium"] = source.source, source.medium
-        record["search_engine"] = source.search_engine
+
+@lru_cache(maxsize=8192)
+def _derived(
+    user_agent: str, headless_is_bot: bool, url: str, query_source: str, referrer: str
+) -> dict[str, Any]:
+    """The fields `_derive` gives without a context.campaign; shared, never mutated."""
+    return _derive(user_agent, headless_is_bot, url, query_source, referrer, None)
+
+
+def _derive(
+    user_agent: str,
+    headless_is_bot: bool,
+    url: str,
+    query_source: str,
+    referrer: str,
+    fallback: dict[str, Any] | None,
+) -> dict[str, Any]:
+    agent = parse_user_agent(user_agent, headless_is_bot)
+    campaign = extract_campaign(query_source, fallback)
+    source = attribute(referrer, url, campaign)
+    return {
+        "browser": agent.browser,
+        "os": agent.os,
+        "device_type": agent.device_type,
+        "is_bot": agent.is_bot,
+        "utm_source": campaign.source,
+        "utm_medium": campaign.medium,
+        "utm_campaign": campaign.name,
+        "utm_term": campaign.term,
+        "utm_content": campaign.content,
+        "click_id": campaign.click_id,
+        "ref_source": source.source,
+        "ref_medium": source.medium,
+        "search_engine": source.search_engine,
+    }
 
 
 def _text(value: Any) -> str:
