@@ -238,12 +238,28 @@ class Erasures:
         )
         await self.producer.start()
         # Known before the acknowledgements are read: a Kafka that kept them replays them.
-        unfinished = await asyncio.to_thread(self._unfinished)
+        unfinished = await self._read_unfinished()
         for erasure in unfinished:
             self.running[erasure.erasure_id] = erasure
         await self._acks.start()
         for erasure in unfinished:
             self._spawn(self._resume(erasure))
+
+    async def _read_unfinished(self, attempts: int = 30) -> list[Erasure]:
+        """The erasures to resume (retrying while ClickHouse does not answer)."""
+        unfinished: list[Erasure] = []
+        for attempt in range(1, attempts + 1):
+            try:
+                unfinished = await asyncio.to_thread(self._unfinished)
+                break
+            except Exception as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("reading the erasures in progress failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+        if unfinished:
+            log.info("resuming %d erasure(s) a restart interrupted", len(unfinished))
+        return unfinished
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.create_task(coroutine)
