@@ -2,7 +2,8 @@
 
     DELETE /api/v1/visitors/{id}     erase an anonymous id (a device) or a user id (the
                                      person: every device linked to it); 202 + status URL
-    GET    /api/v1/erasures/{id}     pending | complete (+ rows removed per table)
+    GET    /api/v1/erasures/{id}     pending | complete (+ rows removed per table);
+                                     answered across a restart (the `erasures` table)
 
 Both need `Authorization: Bearer <CLICKSTREAM_ADMIN_TOKEN>` (401 without, 403 when
 wrong); with no token configured, loopback callers only. 400: a malformed id; 404: an

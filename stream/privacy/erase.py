@@ -14,6 +14,13 @@
 
 An erasure is COMPLETE when all of that is done; `status` says how far it is.
 Erasing again is safe: the same end state, and a second audit row (zeros).
+
+Durable: before anything is suppressed, a `pending` row (the erasure id and the hashes,
+never an id) goes to `erasures`; the final row replaces it. `start` resumes every
+erasure without a final row: it finds the ids to delete by hashing the ids the tables
+hold (no ClickHouse function computes our keyed BLAKE2b), publishes the suppressions
+again (the processor purges and acknowledges them), then waits, deletes and audits as
+usual.
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ from aiokafka import AIOKafkaProducer
 from stream import topics
 from stream.config import Settings
 from stream.journey.people import gone_record
-from stream.privacy.subject import validate_id
+from stream.privacy.rows import payload_ids
+from stream.privacy.subject import Matcher, validate_id
 from stream.privacy.suppressions import Follower, Suppression, SuppressionList, publish, table_rows
+from stream.processor.engine import tick_value
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,17 @@ CONDITIONS = {
     "customers": "user_id IN {ids:Array(String)} OR hasAny(visitor_ids, {ids:Array(String)})",
     "processor_state": "(table_name IN ('visitors', 'people') AND key IN {ids:Array(String)})"
     " OR multiSearchAny(value, {patterns:Array(String)})",
+}
+
+
+# Table -> the expression giving every id its rows name (for resuming: ids by hash).
+ID_SOURCES = {
+    "events": "arrayJoin([visitor_id, anonymous_id, user_id, previous_id])",
+    "sessions": "arrayJoin([visitor_id, anonymous_id, user_id])",
+    "stage_transitions": "arrayJoin([visitor_id, anonymous_id, user_id])",
+    "triggers": "arrayJoin([visitor_id, anonymous_id, user_id])",
+    "visitors": "arrayJoin([visitor_id, anonymous_id, user_id])",
+    "customers": "arrayJoin(arrayPushBack(visitor_ids, user_id))",
 }
 
 
@@ -128,6 +148,29 @@ def resolve(client, database: str, subject_id: str) -> Subjects | None:
     return Subjects(subject_id, (subject_id,), (), tuple((subject_id, u) for u in sorted(users)))
 
 
+def ids_by_hash(client, database: str, matcher: Matcher, hashes: set[str]) -> list[str]:
+    """Every id a table still names whose hash is in `hashes` (a full scan of the id
+    columns and of the invalid payloads: only run when resuming)."""
+    found: set[str] = set()
+
+    def take(candidates) -> None:
+        for candidate in candidates:
+            if candidate and candidate not in found and matcher.hash(candidate) in hashes:
+                found.add(candidate)
+
+    for table, expression in ID_SOURCES.items():
+        rows = client.query(f"SELECT DISTINCT {expression} FROM {database}.{table}").result_rows
+        take(r[0] for r in rows)
+    rows = client.query(
+        f"SELECT DISTINCT key FROM {database}.processor_state"
+        " WHERE table_name IN ('visitors', 'people')"
+    ).result_rows
+    take(r[0].decode("utf-8", "replace") if isinstance(r[0], bytes) else r[0] for r in rows)
+    for (payload,) in client.query(f"SELECT payload FROM {database}.invalid_events").result_rows:
+        take(payload_ids(payload))
+    return sorted(found)
+
+
 @dataclass
 class Erasure:
     erasure_id: str
@@ -194,7 +237,34 @@ class Erasures:
             bootstrap_servers=self.settings.bootstrap_servers, acks="all"
         )
         await self.producer.start()
+        # Known before the acknowledgements are read: a Kafka that kept them replays them.
+        unfinished = await self._read_unfinished()
+        for erasure in unfinished:
+            self.running[erasure.erasure_id] = erasure
         await self._acks.start()
+        for erasure in unfinished:
+            self._spawn(self._resume(erasure))
+
+    async def _read_unfinished(self, attempts: int = 30) -> list[Erasure]:
+        """The erasures to resume (retrying while ClickHouse does not answer)."""
+        unfinished: list[Erasure] = []
+        for attempt in range(1, attempts + 1):
+            try:
+                unfinished = await asyncio.to_thread(self._unfinished)
+                break
+            except Exception as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("reading the erasures in progress failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+        if unfinished:
+            log.info("resuming %d erasure(s) a restart interrupted", len(unfinished))
+        return unfinished
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -246,6 +316,8 @@ class Erasures:
                 | {matcher.hash(d) for d, _ in found.keep_users},
             )
             self.running[erasure_id] = erasure
+            # Durable before anything else: a restart from here on resumes it.
+            await asyncio.to_thread(self._audit, erasure)
             for item in items:  # this process's sink filters from now on
                 self.suppressions.add(item)
             assert self.producer is not None
@@ -255,10 +327,54 @@ class Erasures:
             sent = [await self.producer.send(identities, value=v, key=k) for k, v in nudges]
             await asyncio.gather(*sent)
         log.info("erasure %s requested: %d id(s)", erasure_id, len(items))
-        task = asyncio.create_task(self._complete(erasure, list(found.ids)))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._complete(erasure, list(found.ids)))
         return erasure
+
+    async def _resume(self, erasure: Erasure) -> None:
+        """An erasure a restart interrupted: its ids found again by their hashes, its
+        suppressions and tombstones sent again (idempotent), then as usual."""
+        try:
+            async with self._lock:
+                ids = await asyncio.to_thread(
+                    ids_by_hash,
+                    self.client,
+                    self.settings.database,
+                    self.suppressions.matcher,
+                    set(erasure.hashes),
+                )
+                items = [
+                    Suppression(h, erasure.erasure_id, erasure.requested_at, again=True)
+                    for h in erasure.hashes
+                ]
+                for item in items:
+                    self.suppressions.add(item)
+                # Every id found may be a person's user id: a tombstone on its key in
+                # the people table deletes the person (a no-op for a device id).
+                erasure.people_acks = {self.suppressions.matcher.hash(i) for i in ids}
+                assert self.producer is not None
+                await publish(self.settings, self.producer, items)
+                await asyncio.to_thread(self._insert_suppressions, items)
+                identities = self.settings.topic(topics.IDENTITIES)
+                sent = [
+                    await self.producer.send(identities, value=None, key=i.encode()) for i in ids
+                ]
+                # A tick into every events partition: a processor just restarted runs no
+                # batch (so purges nothing, acknowledges nothing) before a record comes.
+                # The wall clock, as its own ticks carry.
+                events = self.settings.topic(topics.EVENTS)
+                tick = tick_value(int(time.time() * 1000))
+                sent += [
+                    await self.producer.send(events, value=tick, key=topics.TICK_KEY, partition=p)
+                    for p in range(self.settings.partitions)
+                ]
+                await asyncio.gather(*sent)
+        except Exception:
+            log.exception(
+                "erasure %s: resuming failed; retried at the next start", erasure.erasure_id
+            )
+            return
+        log.info("erasure %s resumed: %d id(s) still named", erasure.erasure_id, len(ids))
+        await self._complete(erasure, ids)
 
     async def _complete(self, erasure: Erasure, ids: list[str]) -> None:
         deadline = time.monotonic() + ACK_TIMEOUT_S
@@ -324,8 +440,13 @@ class Erasures:
                     erasure.subject_hash,
                     erasure.hashes,
                     dt.datetime.fromtimestamp(erasure.requested_at / 1000, dt.UTC),
-                    dt.datetime.fromtimestamp(erasure.completed_at / 1000, dt.UTC),
-                    (erasure.completed_at - erasure.requested_at) / 1000,
+                    # A pending row: completed_at = requested_at, 0 s.
+                    dt.datetime.fromtimestamp(
+                        (erasure.completed_at or erasure.requested_at) / 1000, dt.UTC
+                    ),
+                    (erasure.completed_at - erasure.requested_at) / 1000
+                    if erasure.completed_at
+                    else 0.0,
                     erasure.status,
                     erasure.rows_removed,
                 )
@@ -342,14 +463,34 @@ class Erasures:
             ),
         )
 
+    def _unfinished(self) -> list[Erasure]:
+        """The erasures whose only audit row is the `pending` one."""
+        rows = self.client.query(
+            "SELECT erasure_id, any(subject_hash), any(hashes),"
+            " toUnixTimestamp64Milli(min(requested_at))"
+            f" FROM {self.settings.database}.erasures GROUP BY erasure_id"
+            " HAVING countIf(status != 'pending') = 0"
+        ).result_rows
+        return [
+            Erasure(
+                erasure_id=e,
+                subject_hash=subject,
+                hashes=list(hashes),
+                requested_at=int(requested),
+                partitions=self.settings.partitions,
+                people_acks=set(),
+            )
+            for e, subject, hashes, requested in rows
+        ]
+
     def status(self, erasure_id: str) -> dict | None:
         erasure = self.running.get(erasure_id)
         if erasure is not None:
             return erasure.view()
         rows = self.client.query(
             "SELECT erasure_id, status, subject_hash, length(hashes), requested_at,"
-            f" completed_at, seconds, rows_removed FROM {self.settings.database}.erasures FINAL"
-            " WHERE erasure_id = {id:String}",
+            f" completed_at, seconds, rows_removed FROM {self.settings.database}.erasures"
+            " WHERE erasure_id = {id:String} ORDER BY status = 'pending' LIMIT 1",
             parameters={"id": erasure_id},
         ).result_rows
         if not rows:
@@ -361,8 +502,8 @@ class Erasures:
             "subject_hash": subject,
             "ids_erased": n,
             "requested_at": requested,
-            "completed_at": completed,
-            "seconds": seconds,
+            "completed_at": None if status == "pending" else completed,
+            "seconds": None if status == "pending" else seconds,
             "rows_removed": dict(removed),
             "waiting_for": [],
         }

@@ -48,9 +48,11 @@ class Purge:
 
     def _arrived(self, suppression: Suppression) -> None:
         # What the list held at start is purged too (state restored from before an
-        # erasure the processor missed), but only erasures arriving live are
-        # acknowledged: nobody waits for the others.
-        self.pending.append([suppression, 0, self.suppressions.ready.is_set()])
+        # erasure the processor missed), but only erasures arriving live, or published
+        # again by an erasure resumed after a restart (`again`), are acknowledged:
+        # nobody waits for the others.
+        acknowledge = self.suppressions.ready.is_set() or suppression.again
+        self.pending.append([suppression, 0, acknowledge])
 
     # --- journey ------------------------------------------------------------------
     def journey(

@@ -39,6 +39,9 @@ class Suppression:
     hash: str
     erasure_id: str
     requested_at: int  # ms
+    # Published again by an erasure resumed after a restart: the processor purges and
+    # acknowledges it as if it were new, though its list already holds it.
+    again: bool = False
 
     def encode(self) -> tuple[bytes, bytes]:
         value = {
@@ -46,13 +49,18 @@ class Suppression:
             "erasure_id": self.erasure_id,
             "requested_at": self.requested_at,
         }
+        if self.again:
+            value["again"] = True
         return self.hash.encode(), orjson.dumps(value)
 
     @classmethod
     def decode(cls, value: bytes) -> Suppression:
         data = orjson.loads(value)
         return cls(
-            str(data["hash"]), str(data.get("erasure_id", "")), int(data.get("requested_at", 0))
+            str(data["hash"]),
+            str(data.get("erasure_id", "")),
+            int(data.get("requested_at", 0)),
+            bool(data.get("again", False)),
         )
 
 
@@ -138,7 +146,7 @@ class SuppressionList:
 
     def add(self, suppression: Suppression) -> None:
         known = self.matcher.hashes.get(suppression.hash)
-        if known == suppression.erasure_id:
+        if known == suppression.erasure_id and not suppression.again:
             return  # the same record again (this process wrote it, then read it back)
         self.matcher.add(suppression.hash, suppression.erasure_id)
         for listener in self.listeners:

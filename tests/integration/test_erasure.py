@@ -209,7 +209,7 @@ def test_erase_mid_stream_then_person_with_two_devices_then_replay(pipeline):
     )
     assert stays == [[3]]
     audit = pipeline.sql(
-        "SELECT status, rows_removed['events'] > 0 FROM clickstream.erasures"
+        "SELECT status, rows_removed['events'] > 0 FROM clickstream.erasures FINAL"
         f" WHERE erasure_id IN ('{done['erasure_id']}', '{person['erasure_id']}')"
     )
     assert sorted(audit) == [["complete", True], ["complete", True]]
@@ -258,7 +258,7 @@ def test_erase_mid_stream_then_person_with_two_devices_then_replay(pipeline):
     assert "complete" in done.stdout and "processor_state" in done.stdout, done.stdout
     assert rows_naming(pipeline, gone) == dict.fromkeys(ID_TABLES, 0)
     audit = pipeline.sql(
-        "SELECT count(), sum(arraySum(mapValues(rows_removed)) = 0) FROM clickstream.erasures"
+        "SELECT count(), sum(arraySum(mapValues(rows_removed)) = 0) FROM clickstream.erasures FINAL"
     )
     assert audit == [[4, 1]]
     # And the CLI's bad input: one line, exit 1.

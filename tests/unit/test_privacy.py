@@ -8,7 +8,7 @@ import pytest
 
 from stream import config, topics
 from stream.journey.state import VisitorState, encode_state
-from stream.privacy.erase import patterns
+from stream.privacy.erase import ID_SOURCES, ids_by_hash, patterns
 from stream.privacy.purge import PASSES, Purge
 from stream.privacy.rows import event_ids, payload_ids, row_ids_reader, state_fields
 from stream.privacy.subject import IdError, Matcher, load_salt, subject_hash, validate_id
@@ -170,6 +170,66 @@ def test_suppressions_read_at_start_are_purged_without_acknowledgement() -> None
         shell.store(result)
     assert b"gone" not in shell.visitors and not purge.pending
     assert not [o for o in shell.raw if o.topic == topics.ERASURE_ACKS]
+
+
+def test_a_suppression_sent_again_is_acknowledged_even_when_read_at_start() -> None:
+    # An erasure resumed after a restart publishes its suppressions again (`again`); the
+    # processor, whose list already holds them (re-seeded), purges and acknowledges.
+    again = Suppression(subject_hash("gone", SALT), "e1", T0, again=True)
+    key, value = again.encode()
+    assert Suppression.decode(value) == again and b"gone" not in value
+    assert not Suppression.decode(Suppression(again.hash, "e1", T0).encode()[1]).again
+    shell = Shell()
+    shell.send(visitor="gone", ts=T0)
+    suppressions = SuppressionList(shell.settings, salt=SALT)
+    purge = Purge(shell.settings, suppressions)
+    suppressions.add(Suppression(again.hash, "e1", T0))  # the re-seeded list, before ready
+    suppressions.add(Suppression(again.hash, "e1", T0))  # the same record: no news
+    suppressions.add(again)  # still before ready: taken all the same
+    assert len(purge.pending) == 2
+    acks = []
+    for n in range(PASSES):
+        result = purge.journey(
+            [shell.tick_record(T0 + 1000 * (n + 1))],
+            shell.visitors.get,
+            lambda kept, load: shell.engine.run(kept, load, shell.rows.get, shell.scan),
+            lambda: list(shell.visitors.items()),
+            lambda: {0},
+        )
+        shell.store(result)
+        acks += [orjson.loads(o.value) for o in result.outputs if o.topic == topics.ERASURE_ACKS]
+    assert b"gone" not in shell.visitors
+    assert [(a["erasure_id"], a["partitions"]) for a in acks] == [("e1", [0])]
+
+
+class _Tables:
+    """A ClickHouse client answering the resume's scans from plain rows."""
+
+    def __init__(self, answers: dict[str, list]):
+        self.answers, self.queries = answers, []
+
+    def query(self, sql: str):
+        self.queries.append(sql)
+        table = sql.split(" FROM db.")[1].split()[0]
+        rows = self.answers.get(table, [])
+        return type("Result", (), {"result_rows": rows})()
+
+
+def test_a_resumed_erasure_finds_its_ids_by_their_hashes() -> None:
+    matcher = Matcher(SALT)
+    wanted = {subject_hash(i, SALT) for i in ("u1", "d1", "only-invalid", 'q"x')}
+    client = _Tables(
+        {
+            "events": [("d1",), ("u1",), ("other",), ("",)],
+            "customers": [("u1",), ("d9",)],
+            "processor_state": [(b'q"x',)],
+            "invalid_events": [('{"anonymousId": "only-invalid"}',), ("not json",)],
+        }
+    )
+    assert ids_by_hash(client, "db", matcher, wanted) == ["d1", "only-invalid", 'q"x', "u1"]
+    scanned = {q.split(" FROM db.")[1].split()[0] for q in client.queries}
+    assert scanned == {*ID_SOURCES, "processor_state", "invalid_events"}
+    assert ids_by_hash(_Tables({}), "db", matcher, wanted) == []
 
 
 def test_a_suppressed_user_drops_events_of_any_device() -> None:
