@@ -17,8 +17,10 @@ import pytest
 
 from stream import config
 from stream.broker import EmbeddedBroker
+from tests.support.examples import load_profile
 
 _names = itertools.count(1)
+load_profile()  # property tests: a share of their examples, CLICKSTREAM_HYPOTHESIS says which
 
 
 def _free_port() -> int:

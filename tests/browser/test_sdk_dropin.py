@@ -208,6 +208,7 @@ class Visit:
         self.errors: list[str] = []
         self.console: list[str] = []
         self.failed: list[str] = []
+        self.in_flight: set = set()  # requests sent and neither answered nor failed yet
 
 
 READY = {
@@ -223,28 +224,47 @@ ANONYMOUS_ID = {
 }
 
 
-def walk(browser, shop: Shop, sdk: str) -> Visit:
+def walk(context, shop: Shop, sdk: str) -> Visit:
+    """The shopper's calls, made; the SDK delivers them in the background."""
     visit = Visit(sdk)
-    context = browser.new_context()
     page = context.new_page()
     page.on("pageerror", lambda exc: visit.errors.append(str(exc)))
     page.on("console", lambda msg: visit.console.append(f"{msg.type}: {msg.text}"))
+    page.on("request", lambda r: visit.in_flight.add(r))
+    page.on("requestfinished", lambda r: visit.in_flight.discard(r))
+    page.on("requestfailed", lambda r: visit.in_flight.discard(r))
     page.on("requestfailed", lambda r: visit.failed.append(f"{r.url} {r.failure}"))
     page.on("response", lambda r: r.status >= 400 and visit.failed.append(f"{r.status} {r.url}"))
-    try:
-        page.goto(f"{shop.origin}/{sdk}.html")
-        page.wait_for_function(READY[sdk], timeout=15_000)
-        visit.anonymous_id = page.evaluate(ANONYMOUS_ID[sdk])
-        page.evaluate(f"() => {{ {WALKS[sdk]} }}")
-        page.wait_for_timeout(3_000)  # let the SDK's queue deliver before the context closes
-    finally:
-        context.close()
+    page.goto(f"{shop.origin}/{sdk}.html")
+    page.wait_for_function(READY[sdk], timeout=15_000)
+    visit.anonymous_id = page.evaluate(ANONYMOUS_ID[sdk])
+    page.evaluate(f"() => {{ {WALKS[sdk]} }}")
     return visit
+
+
+def delivered(pipeline: Pipeline, visit: Visit) -> bool:
+    """Every call of the walk is stored and the SDK has no request left in flight."""
+    got = rows(pipeline, visit.sdk, "type, event")
+    return EXPECTED[visit.sdk] <= {r[1] or r[0] for r in got} and not visit.in_flight
 
 
 @pytest.fixture(scope="module")
 def visits(browser, shop, pipeline) -> dict[str, Visit]:
-    return {sdk: walk(browser, shop, sdk) for sdk in WALKS}
+    """The three shoppers at once, each in a browser profile of its own, each page kept
+    open until its SDK has delivered (the tests below say what, if it never does)."""
+    contexts = {sdk: browser.new_context() for sdk in WALKS}
+    try:
+        walks = {sdk: walk(contexts[sdk], shop, sdk) for sdk in WALKS}
+        page = next(iter(contexts.values())).pages[0]
+        deadline, quiet = time.monotonic() + 30, 0
+        while time.monotonic() < deadline and quiet < 2:  # twice in a row, 250 ms apart
+            done = all(delivered(pipeline, visit) for visit in walks.values())
+            quiet = quiet + 1 if done else 0
+            page.wait_for_timeout(250)  # the browser's events reach the handlers meanwhile
+    finally:
+        for context in contexts.values():
+            context.close()
+    return walks
 
 
 def rows(pipeline: Pipeline, source: str, columns: str) -> list[list]:
@@ -371,28 +391,40 @@ def test_segment_batching_and_retries_after_lost_answers(browser, shop, pipeline
     context = browser.new_context()
     page = context.new_page()
     lost: list[str] = []
+    lost_ids: set[str] = set()  # the messages of the batches whose answer was lost
+    answered_ids: set[str] = set()  # ... and of those answered 2xx
+
+    def message_ids(request) -> set[str]:
+        return {item.get("messageId") for item in (request.post_data_json or {})["batch"]}
 
     def lose_answer(route) -> None:
         if len(lost) < 2:
             route.fetch()  # the collector gets and stores the batch ...
             lost.append(route.request.url)
+            lost_ids.update(message_ids(route.request))
             route.abort()  # ... and its answer never arrives
         else:
             route.continue_()
 
+    def on_answer(response) -> None:
+        if response.url.endswith("/v1/b") and response.ok:
+            answered_ids.update(message_ids(response.request))
+
     page.route("**/v1/b", lose_answer)
+    page.on("response", on_answer)
     try:
         page.goto(f"{shop.origin}/segment-batch.html")
         page.wait_for_function(READY["segment"], timeout=15_000)
         anonymous_id = page.evaluate(ANONYMOUS_ID["segment"])
         page.evaluate(f"() => {{ {WALKS['segment']} }}")
+        # until the SDK has sent every lost batch again (after its backoff) and got an answer
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(lost) < 2:
+        while time.monotonic() < deadline and not (len(lost) == 2 and lost_ids <= answered_ids):
             page.wait_for_timeout(250)
-        page.wait_for_timeout(4_000)  # the retries' backoff
     finally:
         context.close()
     assert len(lost) == 2, lost
+    assert lost_ids and lost_ids <= answered_ids, (lost_ids, answered_ids)
     got = wait_rows(pipeline, "segment_batch", EXPECTED["segment"])
     assert {r[2] for r in got} == {anonymous_id}
     [[count, unique]] = pipeline.sql(
@@ -423,20 +455,31 @@ def test_rudderstack_send_beacon(browser, shop, pipeline):
 def test_snowplow_page_pings_are_engaged_time(browser, shop, pipeline):
     """enableActivityTracking({minimumVisitLength: 10, heartbeatDelay: 10}) of the README
     snippet: after 10 s of activity the tracker pings; each ping is a Page Ping of
-    CLICKSTREAM_SNOWPLOW_HEARTBEAT_SECONDS (10) engaged seconds, as tracker.js's are."""
+    CLICKSTREAM_SNOWPLOW_HEARTBEAT_SECONDS (10) engaged seconds, as tracker.js's are.
+    The page runs on Playwright's clock, moved by the test: 12.6 s of activity take no
+    more real time than the mouse moves (with 7.5 s there is no ping)."""
     context = browser.new_context()
     page = context.new_page()
+    pings: list[str] = []  # the tracker's requests carrying a page ping, once answered
+
+    def answered(request) -> None:
+        if '"e":"pp"' in (request.post_data or "") or "e=pp" in request.url:
+            pings.append(request.url)
+
+    page.on("requestfinished", answered)
+    page.clock.install()
     try:
         page.goto(f"{shop.origin}/snowplow.html")
         page.wait_for_function(READY["snowplow"], timeout=15_000)
         anonymous_id = page.evaluate(ANONYMOUS_ID["snowplow"])
-        deadline = time.monotonic() + 12.5
         x = 0
-        while time.monotonic() < deadline:
+        for _ in range(84):  # 12.6 s of page time, the mouse moving every 150 ms
             x = (x + 37) % 400
             page.mouse.move(100 + x, 200 + x // 2)
-            page.wait_for_timeout(150)
-        page.wait_for_timeout(1_500)
+            page.clock.run_for(150)
+        deadline = time.monotonic() + 10
+        while not pings and time.monotonic() < deadline:  # real time: the ping's request
+            page.wait_for_timeout(100)
     finally:
         context.close()
     pipeline.wait_for(

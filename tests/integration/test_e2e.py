@@ -6,7 +6,7 @@ import uuid
 import psutil
 import pytest
 
-from tests.support.pipeline import http, start_pipeline
+from tests.support.pipeline import http
 
 pytestmark = pytest.mark.integration
 
@@ -56,8 +56,9 @@ def test_health_and_metrics_on_both_ports(pipeline):
     assert b"clickstream_sink_rows_written_total" in text
 
 
-def test_run_stops_within_ten_seconds_and_leaves_no_child(tmp_path):
-    running = start_pipeline(tmp_path / "stop")
+def test_run_stops_within_ten_seconds_and_leaves_no_child(pipeline):
+    """Stops the module's pipeline (after the traffic of the tests above): keep it last."""
+    running = pipeline
     children = psutil.Process(running.process.pid).children(recursive=True)
     assert children, "run should have child processes"
     elapsed = running.stop()

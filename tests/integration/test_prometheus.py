@@ -121,8 +121,10 @@ def test_prometheus_scrapes_the_pipeline(tmp_path):
             capture_output=True,
             timeout=60,
         )
-        time.sleep(3)
-        assert float(query(base, wanted["accepted"])[0]["value"][1]) > before
+        deadline = time.monotonic() + 15  # the next scrapes (every second)
+        while (now := float(query(base, wanted["accepted"])[0]["value"][1])) <= before:
+            assert time.monotonic() < deadline, (before, now)
+            time.sleep(0.25)
         rules = http("GET", f"{base}/api/v1/rules")[1]["data"]["groups"]
         assert rules, "alert rules were not loaded"
     finally:

@@ -49,8 +49,11 @@ def test_rules_are_valid():
 
 
 @needs_promtool
-def test_rule_unit_tests_pass():
-    promtool("test", "rules", str(PROMETHEUS_DIR / "tests" / "alerts_test.yml"))
+@pytest.mark.parametrize(
+    "tests", sorted(p.name for p in (PROMETHEUS_DIR / "tests").glob("*_test.yml"))
+)
+def test_rule_unit_tests_pass(tests):
+    promtool("test", "rules", str(PROMETHEUS_DIR / "tests" / tests))
 
 
 @needs_promtool

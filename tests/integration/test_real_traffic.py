@@ -75,9 +75,12 @@ def test_a_client_clock_hours_ahead_does_not_stop_a_live_shopper(pipeline):
 
 
 def test_a_crowd_of_open_sessions_keeps_every_state_record_small(pipeline):
+    """5,000 open sessions (1,250 per partition), and no record above an eighth of the
+    bound: a record that grew by 52 bytes per open session of its partition fails here, as
+    one that grew by 105 bytes did against the whole bound with 20,000 sessions."""
     now = int(time.time() * 1000)
     crowd = f"crowd-{uuid.uuid4().hex[:6]}"
-    visitors = 20_000
+    visitors = 5_000
     for start in range(0, visitors, 500):
         post(pipeline, [call(f"{crowd}-{i}", now + i) for i in range(start, start + 500)])
     pipeline.wait_for(
@@ -90,7 +93,7 @@ def test_a_crowd_of_open_sessions_keeps_every_state_record_small(pipeline):
     largest = pipeline.sql(
         "SELECT table_name, max(length(value)) FROM clickstream.processor_state GROUP BY table_name"
     )
-    assert largest and all(size < MAX_STATE_BYTES for _, size in largest), largest
+    assert largest and all(size < MAX_STATE_BYTES // 8 for _, size in largest), largest
     assert dict(largest)["windows"] < 1024  # metric increments and clocks: tiny records
 
 

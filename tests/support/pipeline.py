@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,7 @@ WRITE_KEY = "test-write-key"
 
 
 _HANDED_OUT: set[int] = set()
+_HANDING_OUT = threading.Lock()  # tests may start clusters from several threads
 
 
 def free_port() -> int:
@@ -30,9 +32,10 @@ def free_port() -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+        with _HANDING_OUT:
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
 
 
 def http(

@@ -20,6 +20,7 @@ from stream.collector import snowplow
 from stream.collector.server import build_app
 from stream.collector.validate import Validator
 from stream.config import REPO_ROOT, Settings
+from tests.support.examples import examples
 
 pytestmark = pytest.mark.unit
 
@@ -316,7 +317,7 @@ FIELDS = st.sampled_from(
 EVENT_TYPES = st.sampled_from(["pv", "pp", "se", "ue", "tr", "ti", "xx", ""])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     kind=EVENT_TYPES,
     fields=st.dictionaries(

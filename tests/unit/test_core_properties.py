@@ -20,6 +20,7 @@ from stream.journey.process import Outcome
 from stream.journey.state import VisitorState
 from stream.sessionize.rules import DAY_MS, SessionRules
 from tests.golden.script import event
+from tests.support.examples import examples
 
 pytestmark = pytest.mark.unit
 
@@ -179,7 +180,9 @@ def _records(played: Played) -> list:
     return out
 
 
-PROPS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(
+    max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @PROPS

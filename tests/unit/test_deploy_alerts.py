@@ -16,7 +16,12 @@ pytestmark = pytest.mark.unit
 
 DEPLOY = REPO_ROOT / "deploy"
 RULES = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
-RULE_TESTS = yaml.safe_load((DEPLOY / "prometheus" / "tests" / "alerts_test.yml").read_text())
+# promtool's rule unit tests, in several files (each with its own evaluation interval).
+RULE_TEST_FILES = {
+    path.name: yaml.safe_load(path.read_text())
+    for path in sorted((DEPLOY / "prometheus" / "tests").glob("*_test.yml"))
+}
+RULE_TESTS = {"tests": [test for tests in RULE_TEST_FILES.values() for test in tests["tests"]]}
 ALERTS = [rule for group in RULES["groups"] for rule in group["rules"] if "alert" in rule]
 RECORDED = {
     rule["record"] for group in RULES["groups"] for rule in group["rules"] if "record" in rule
@@ -102,4 +107,6 @@ def test_rules_and_dashboards_use_only_exported_or_recorded_series():
 
 
 def test_rule_tests_load_the_rules_file():
-    assert RULE_TESTS["rule_files"] == ["../alerts.yml"]
+    assert "alerts_test.yml" in RULE_TEST_FILES
+    for name, tests in RULE_TEST_FILES.items():
+        assert tests["rule_files"] == ["../alerts.yml"], name

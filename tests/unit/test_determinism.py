@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from stream import topics
 from stream.processor.engine import Engine
 from tests.support.engine_shell import Shell
+from tests.support.examples import examples
 
 pytestmark = pytest.mark.unit
 
@@ -107,7 +108,7 @@ def without_repeats(outputs: list[bytes]) -> list[bytes]:
     return list(dict.fromkeys(outputs))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(logs(), st.lists(st.integers(0, 200), max_size=12), st.sets(st.integers(1, 12), max_size=3))
 def test_batches_and_crashes_change_no_output(steps, cuts, crashes) -> None:
     reference = run(steps, [], set())

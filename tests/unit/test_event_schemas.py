@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from stream.collector.validate import Validator
 from stream.config import REPO_ROOT
+from tests.support.examples import examples
 
 pytestmark = pytest.mark.unit
 
@@ -174,14 +175,14 @@ segment_values = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(json_values)
 def test_validate_never_raises_on_any_json(validator: Validator, value: object) -> None:
     reasons = validator.validate(value)
     assert isinstance(reasons, list) and all(isinstance(r, str) for r in reasons)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.dictionaries(segment_keys, segment_values, max_size=8))
 def test_validate_never_raises_on_segment_like_json(validator: Validator, call: dict) -> None:
     if isinstance(call.get("properties"), dict) or "properties" not in call:
