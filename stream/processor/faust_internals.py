@@ -170,8 +170,19 @@ def apply() -> bool:
 
 async def seek(consumer, seeks: Mapping) -> None:
     """Seek in the consumer's thread, and lower Faust's read offset below which its
-    fetcher drops records."""
-    await consumer.seek_wait(seeks)
+    fetcher drops records. A partition revoked meanwhile is left to its next owner
+    (seeking it raised IllegalStateError and crashed the worker during a join)."""
+    from aiokafka.errors import IllegalStateError
+
+    assigned = consumer.assignment()
+    seeks = {tp: offset for tp, offset in seeks.items() if tp in assigned}
+    if not seeks:
+        return
+    try:
+        await consumer.seek_wait(seeks)
+    except IllegalStateError as exc:
+        log.info("seek skipped, a partition was revoked meanwhile: %s", exc)
+        return
     for tp, offset in seeks.items():
         consumer._read_offset[tp] = offset or None
 
