@@ -9,7 +9,8 @@ Every agent body is a `Step` (step.py: admit → compute → outputs → state �
 the work is the engine's (engine.py, around the pure core); every touch of Faust's
 internals is in faust_internals.py. Design choices forced by faust-streaming 0.15.3 and
 the embedded broker are in ../shared/notes/faust-on-tansu.md: one agent per source,
-concurrency 1, take_events batches, raw bytes everywhere, changelog records and
+concurrency 1, events a fetch at a time (faust_internals patch 4; take_events for the
+identities), raw bytes everywhere, changelog records and
 offsets written by the step, not by Faust.
 """
 
