@@ -330,8 +330,11 @@ async def _drain_in_batches(self, fetcher) -> None:  # pragma: no cover - Faust'
             if records is None or self.should_stop:
                 unset_flag(CONSUMER_FETCHING)
                 continue
-            if not self.flow_active:  # what Faust's getmany does then
-                await self.perform_seek()
+            if not self.flow_active:  # what Faust's getmany does then, warning included
+                try:
+                    await self.perform_seek()
+                except Exception as exc:  # noqa: BLE001 - e.g. a partition revoked meanwhile
+                    self.log.warning(f"exception performing seek when flow not active {exc}")
                 unset_flag(CONSUMER_FETCHING)
                 continue
             batches: dict[str, list] = {}

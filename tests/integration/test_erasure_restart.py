@@ -65,7 +65,7 @@ def test_an_erasure_survives_a_restart(tmp_path):
         status, answer = http(
             "GET", f"{pipeline.api}/api/v1/erasures/{half['erasure_id']}", headers=AUTH
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # the restarted processor must start and ack
         while answer["status"] == "pending" and time.monotonic() < deadline:
             time.sleep(0.2)
             status, answer = http(
