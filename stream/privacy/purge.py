@@ -43,6 +43,10 @@ class Purge:
         self.acks = settings.topic(topics.ERASURE_ACKS)
         self.identities = settings.topic(topics.IDENTITIES)
         self.pending: list[list] = []  # [Suppression, passes done, acknowledge?]
+        # A person's tombstone can come before this process has read its suppression
+        # (two topics, two consumers): its acknowledgement then waits for the suppression.
+        self.tombstoned: set[str] = set()  # hashes of users tombstoned, erasure unknown
+        self.late_acks: list[Output] = []
         self.suppressions = suppressions
         suppressions.listeners.append(self._arrived)
 
@@ -53,6 +57,10 @@ class Purge:
         # nobody waits for the others.
         acknowledge = self.suppressions.ready.is_set() or suppression.again
         self.pending.append([suppression, 0, acknowledge])
+        if suppression.hash in self.tombstoned:
+            self.tombstoned.discard(suppression.hash)
+            ack = self._ack(suppression.erasure_id, "people", hash=suppression.hash)
+            self.late_acks.append(ack)
 
     # --- journey ------------------------------------------------------------------
     def journey(
@@ -108,6 +116,7 @@ class Purge:
             mine = sorted(owned())
             for erasure_id in sorted(done):
                 result.outputs.append(self._ack(erasure_id, "journey", partitions=mine))
+        self._flush_late_acks(result)
         return result
 
     # --- people -------------------------------------------------------------------
@@ -125,7 +134,10 @@ class Purge:
             user = (record.key or b"").decode("utf-8", "replace")
             if record.value is None:  # an erasure of this user: the person goes
                 deleted[user] = record.partition
-                acks.append(self._ack_for(user))
+                ack = self._ack_for(user)
+                if ack is None:
+                    self.tombstoned.add(self.matcher.hash(user))
+                acks.append(ack)
                 continue
             if suppressed(user):
                 deleted[user] = record.partition
@@ -150,7 +162,13 @@ class Purge:
         for user, partition in deleted.items():
             result.states[user.encode()] = (partition, None)
         result.outputs.extend(a for a in acks if a is not None)
+        self._flush_late_acks(result)
         return result
+
+    def _flush_late_acks(self, result: BatchResult) -> None:
+        if self.late_acks:
+            result.outputs.extend(self.late_acks)
+            self.late_acks = []
 
     # --- acknowledgements ------------------------------------------------------------
     def _ack_for(self, subject_id: str) -> Output | None:

@@ -268,3 +268,23 @@ def test_the_people_step_deletes_the_person_and_skips_erased_devices() -> None:
     assert [r.offset for r in linked] == [3]  # the gone record is applied, the state not
     acks = sorted(orjson.loads(o.value)["erasure_id"] for o in result.outputs)
     assert acks == ["e1", "e2"]
+
+
+def test_a_persons_tombstone_before_its_suppression_is_acknowledged_once_it_arrives() -> None:
+    """Two topics, two consumers: the people step can see the erasure's tombstone before
+    the processor has read the suppression. The acknowledgement must still come (it did
+    not, and the erasure waited for the 120 s rule: seen under load)."""
+    from stream.processor.engine import BatchResult, Record
+
+    settings = config.load({"CLICKSTREAM_PARTITIONS": "1"})
+    suppressions = SuppressionList(settings, salt=SALT)
+    suppressions.ready.set()
+    purge = Purge(settings, suppressions)
+    tombstone = Record(topics.IDENTITIES, 0, 1, b"u1", None)
+    first = purge.people([tombstone], lambda user: None, lambda kept, load: BatchResult())
+    assert first.outputs == []
+    suppressions.add(Suppression(subject_hash("u1", SALT), "e1", T0))
+    later = purge.people([], lambda user: None, lambda kept, load: BatchResult())
+    assert [orjson.loads(o.value)["erasure_id"] for o in later.outputs] == ["e1"]
+    again = purge.people([], lambda user: None, lambda kept, load: BatchResult())
+    assert again.outputs == []
