@@ -23,6 +23,13 @@ def query(url: str, sql: str, admin_token: str = "", timeout: float = 60.0) -> d
     request = urllib.request.Request(
         url.rstrip("/") + "/api/v1/sql", data=sql.encode(), headers=headers, method="POST"
     )
+    return call_api(request, url, timeout, QueryError)
+
+
+def call_api(
+    request: urllib.request.Request, url: str, timeout: float, error: type[Exception]
+) -> dict[str, Any]:
+    """The API's JSON answer; `error` with the API's reason (or why it is unreachable)."""
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return orjson.loads(response.read())
@@ -31,9 +38,9 @@ def query(url: str, sql: str, admin_token: str = "", timeout: float = 60.0) -> d
             message = orjson.loads(exc.read()).get("error", exc.reason)
         except (orjson.JSONDecodeError, AttributeError):
             message = exc.reason
-        raise QueryError(f"{exc.code}: {message}") from None
+        raise error(f"{exc.code}: {message}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise QueryError(f"cannot reach the query API at {url}: {exc}") from None
+        raise error(f"cannot reach the query API at {url}: {exc}") from None
 
 
 def render(answer: dict[str, Any]) -> Table:

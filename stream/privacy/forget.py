@@ -4,14 +4,14 @@ complete, print the rows removed per table."""
 from __future__ import annotations
 
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.table import Table
+
+from stream.api.client import call_api
 
 POLL_S = 0.25
 PROGRESS_AFTER_S = 1.0
@@ -24,17 +24,7 @@ class ForgetError(RuntimeError):
 def _call(method: str, url: str, token: str, timeout: float = 60.0) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = urllib.request.Request(url, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return orjson.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = orjson.loads(exc.read()).get("error", exc.reason)
-        except (orjson.JSONDecodeError, AttributeError):
-            message = exc.reason
-        raise ForgetError(f"{exc.code}: {message}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ForgetError(f"cannot reach the query API at {url}: {exc}") from None
+    return call_api(request, url, timeout, ForgetError)
 
 
 def forget(url: str, subject_id: str, token: str = "", timeout: float = 300.0, console=None):
