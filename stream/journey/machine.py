@@ -86,9 +86,13 @@ class Rule:
             for name, test, wanted in self.properties:
                 if not test(p.get(name), wanted):
                     return False
-        return all(test(session, w) for test, w in self.session) and all(
-            test(visitor, w) for test, w in self.visitor
-        )
+        for test, wanted in self.session:  # loops, not all(): a generator per rule per
+            if not test(session, wanted):  # event was a tenth of the engine's time
+                return False
+        for test, wanted in self.visitor:  # noqa: SIM110 - see above
+            if not test(visitor, wanted):
+                return False
+        return True
 
 
 class StageMachine:

@@ -28,7 +28,7 @@ Order of work in apply(), also the order of the records it returns:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from stream.journey import consent, effects, records
 from stream.journey.facts import campaign, text
@@ -65,23 +65,44 @@ _ENTRY = (
 )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Outcome:
     state: VisitorState | None  # to store; None: the stored state is still right
-    stage_changes: list[dict] = field(default_factory=list)
-    stage_amends: list[dict] = field(default_factory=list)  # earlier changes re-sent, corrected
-    sessions: list[dict] = field(default_factory=list)
-    triggers: list[dict] = field(default_factory=list)
-    withheld: list[dict] = field(default_factory=list)  # triggers without marketing consent
-    visitor: dict | None = None  # snapshot, when stage, sessions, orders or user_id changed
-    late: bool = False  # left out: older than what the state still holds (`floor`)
-    applied: bool = False
-    session_id: str = ""  # the session the event went to ("" unless applied)
-    reopened: list[SessionState] = field(default_factory=list)  # closed sessions amended
-    session: SessionState | None = None  # the session the event went to (applied)
-    started: bool = False  # ... which the event opened
-    cart_before: bool = False  # ... whose cart was touched before the event
-    closed: list[SessionState] = field(default_factory=list)  # sessions closed by this call
+    stage_changes: list[dict]
+    stage_amends: list[dict]  # earlier changes re-sent, corrected
+    sessions: list[dict]
+    triggers: list[dict]
+    withheld: list[dict]  # triggers without marketing consent
+    visitor: dict | None  # snapshot, when stage, sessions, orders or user_id changed
+    late: bool  # left out: older than what the state still holds (`floor`)
+    applied: bool
+    session_id: str  # the session the event went to ("" unless applied)
+    reopened: list[SessionState]  # closed sessions amended
+    session: SessionState | None  # the session the event went to (applied)
+    started: bool  # ... which the event opened
+    cart_before: bool  # ... whose cart was touched before the event
+    closed: list[SessionState]  # sessions closed by this call
+
+    def __init__(
+        self, state: VisitorState | None, *, late: bool = False, applied: bool = False
+    ) -> None:
+        # Written out: one is made per event, and the generated __init__'s default
+        # factories cost twice as much.
+        self.state = state
+        self.stage_changes = []
+        self.stage_amends = []
+        self.sessions = []
+        self.triggers = []
+        self.withheld = []
+        self.visitor = None
+        self.late = late
+        self.applied = applied
+        self.session_id = ""
+        self.reopened = []
+        self.session = None
+        self.started = False
+        self.cart_before = False
+        self.closed = []
 
 
 def apply(
@@ -278,11 +299,13 @@ def _device(s: SessionState, event: EventRecord) -> None:
 def _close_settled(state: VisitorState, settled_at: int, rules: SessionRules, out: Outcome) -> None:
     """Close every open session no event at or after `settled_at` can join (the
     visitor's own later events settled it); it is kept, a late event can reopen it."""
-    if not state.sessions:
-        return
+    timeout, longest = rules.timeout_ms, rules.max_ms
+    for s in state.sessions:  # reach(), inlined: this runs for every event
+        if min(s.end + timeout, s.start + longest) <= settled_at:
+            break
+    else:
+        return  # none settled: the usual case
     settled = [s for s in state.sessions if reach(s, rules) <= settled_at]
-    if not settled:
-        return
     state.sessions = [s for s in state.sessions if reach(s, rules) > settled_at]
     for s in settled:
         _close(state, s, s.ended_by or end_reason(s, rules), rules, out)
@@ -293,7 +316,11 @@ def _reopen(
 ) -> None:
     """A late event that belongs to a kept closed session brings it back (amended, it
     closes again later with a higher version)."""
-    if not any(ts < reach(c, rules) for c in state.closed):
+    timeout, longest = rules.timeout_ms, rules.max_ms
+    for c in state.closed:  # reach(), inlined: this runs for every event
+        if ts < min(c.end + timeout, c.start + longest):
+            break
+    else:
         return  # after every closed session's reach: none can take it (the usual case)
     spans = sorted([*state.sessions, *state.closed], key=lambda s: s.start)
     i, _ = choose(spans, ts, campaign_, rules)

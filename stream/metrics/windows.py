@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from hashlib import blake2b
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -49,8 +49,7 @@ _PAGE_TYPES = frozenset({"page", "screen"})
 Figures = tuple[tuple[int, float], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Delta:
+class Delta(NamedTuple):  # a tuple: one or more per event, and cheaper than a frozen dataclass
     window: int
     dims: Dims
     figures: Figures = ()

@@ -56,6 +56,7 @@ def faust_settings(settings: Settings, *, fast_join: bool = True) -> dict:
         producer_linger=0.05,
         producer_max_batch_size=1024 * 1024,
         producer_acks=-1,
+        producer_partitioner=topics.KeyPartitioner(),
         broker_max_poll_records=5000,
         consumer_max_fetch_size=16 * 1024 * 1024,
         stream_buffer_maxsize=200_000,

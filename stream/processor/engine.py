@@ -261,6 +261,9 @@ class _Batch:
         self.processed: Counter[str] = Counter()
         self.counted: Counter[tuple] = Counter()  # (metric, *labels) -> n
         self.started: Counter[str] = Counter()
+        # Visitors whose look must be planned again (visitor -> partition): planned once
+        # per batch, and before any tick reads the schedule, instead of once per event.
+        self.replan: dict[str, int] = {}
 
     # --- state access ---------------------------------------------------------
     def state_of(self, visitor: str) -> VisitorState | None:
@@ -272,8 +275,15 @@ class _Batch:
     def put_state(self, visitor: str, partition: int, state: VisitorState | None) -> None:
         self.states[visitor] = state
         self.dirty[visitor] = partition
-        look = None if state is None else self.engine._next_look(state)
-        self.engine.partitions[partition].schedule.plan(visitor, look)
+        self.replan[visitor] = partition
+
+    def plan_looks(self) -> None:
+        engine = self.engine
+        for visitor, partition in self.replan.items():
+            state = self.states[visitor]
+            look = None if state is None else engine._next_look(state)
+            engine.partitions[partition].schedule.plan(visitor, look)
+        self.replan.clear()
 
     def clock(self, partition: int) -> PartitionRecord:
         got = self.clocks.get(partition)
@@ -333,6 +343,7 @@ class _Batch:
         clock.clock = max(clock.clock, now)
         engine = self.engine
         part = engine.partitions[partition]
+        self.plan_looks()
         # Whoever the schedule names and is really due (a look can be planned early),
         # in the order of the looks the states call for: the same after a restart.
         due_now = []
@@ -368,6 +379,7 @@ class _Batch:
                         )
                     )
             self.put_state(visitor, partition, state)
+        self.plan_looks()
         self.publish(partition, clock)
         VISITORS_IN_STATE.labels(str(partition)).set(len(part.schedule))
 
@@ -484,6 +496,7 @@ class _Batch:
 
     def finish(self) -> BatchResult:
         result = self.result
+        self.plan_looks()
         for source, n in self.processed.items():
             EVENTS_PROCESSED.labels(source).inc(n)
         for source, n in self.started.items():
