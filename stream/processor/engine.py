@@ -255,7 +255,9 @@ class _Batch:
         self.result = BatchResult()
         # What each visitor's state went through in this batch (events and tick clocks),
         # to rebuild it when a step fails half-way: states change in place.
-        self.steps: dict[str, list[tuple[int, int, dict | None]]] = {}
+        # Events are kept as their bytes: a decoded event kept to the batch's end was
+        # scanned by every garbage collection until then (a fifth of the engine's time).
+        self.steps: dict[str, list[tuple[int, int, bytes | None]]] = {}
         # Counted per source, into Prometheus once per batch (a label look-up per event
         # was a tenth of the engine's time).
         self.processed: Counter[str] = Counter()
@@ -319,7 +321,7 @@ class _Batch:
             raise
         if outcome.state is None:
             return  # a replayed record: already applied
-        self.steps.setdefault(visitor, []).append((record.offset, partition, event))
+        self.steps.setdefault(visitor, []).append((record.offset, partition, record.value))
         self.put_state(visitor, partition, outcome.state)
         if outcome.late:
             EVENTS_LATE.labels(event.get("source", "")).inc()
@@ -415,9 +417,9 @@ class _Batch:
         outputs are already out)."""
         raw = self.load(visitor.encode())
         state = decode_state(raw) if raw else None
-        for at, partition, event in self.steps.get(visitor, ()):
-            if event is not None:
-                outcome, _ = self._apply(state, at, partition, event)
+        for at, partition, value in self.steps.get(visitor, ()):
+            if value is not None:
+                outcome, _ = self._apply(state, at, partition, orjson.loads(value))
                 state = outcome.state or state
             elif state is not None:
                 state = self._tick(state, at)[2]
