@@ -10,6 +10,7 @@ same loop is `engine.run(records, states.get)` with `states.update(result.states
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 from itertools import islice
 
@@ -35,6 +36,9 @@ def measure(batches: int) -> float:
             offsets[partition] += 1
             records.append(Record(EVENTS_TOPIC, partition, offsets[partition], key, value))
         prepared.append(records)
+    gc.collect()  # as the worker does after start-up (stream/processor/app.py)
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     started = time.perf_counter()
     for records in prepared:
         tables.run(engine, records)
