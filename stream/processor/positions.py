@@ -13,10 +13,10 @@ consumer back. Records below the expected offset are re-reads of what this proce
 already applied: skipped. The first record of a partition is checked against the
 group's committed offset or, when the group has no commit for it, against the log's
 first offset (`start`; unchecked only while that is unknown): Faust's own stream
-queues can lose the first records fetched after a rebalance (faust_internals, patch 4),
-and a later record taken as the first would skip them. A record is never skipped: when a seek does not bring
-the expected offset back within GIVE_UP_SECONDS, `admit` raises SkippedRecords and
-the worker stops with that error rather than move on. Everything per partition is
+queues can lose the first records fetched after a rebalance (faust_internals, patch
+4), and a later record taken as the first would skip them. A record is never skipped:
+when a seek does not bring the expected offset back within GIVE_UP_SECONDS, `admit`
+raises SkippedRecords and the worker stops with that error rather than move on. Everything per partition is
 dropped when the partition is revoked (`forget`).
 """
 
