@@ -9,9 +9,8 @@ Every agent body is a `Step` (step.py: admit → compute → outputs → state �
 the work is the engine's (engine.py, around the pure core); every touch of Faust's
 internals is in faust_internals.py. Design choices forced by faust-streaming 0.15.3 and
 the embedded broker are in ../shared/notes/faust-on-tansu.md: one agent per source,
-concurrency 1, events a fetch at a time (faust_internals patch 4; take_events for the
-identities), raw bytes everywhere, changelog records and
-offsets written by the step, not by Faust.
+concurrency 1, both sources a fetch at a time (faust_internals patch 4), raw bytes
+everywhere, changelog records and offsets written by the step, not by Faust.
 """
 
 from __future__ import annotations
@@ -153,9 +152,15 @@ def create_app(settings: Settings) -> faust.App:
         ),
     )
 
-    # The events come a fetch at a time, past Faust's per-message delivery (patch 4):
-    # the agent stays declared, for the subscription and the partitions' assignment.
-    batches = faust_internals.deliver_in_batches(events_topic) if _batched() else None
+    # Both sources come a fetch at a time, past Faust's per-message delivery (patch 4):
+    # the agents stay declared, for the subscription and the partitions' assignment.
+    # Faust's own path also loses records: its stream queues are emptied whenever its
+    # flow control resumes, which it does once more at the end of a rebalance, after the
+    # partitions were resumed and read (seen at restart: the identities records waiting
+    # on the broker were fetched, queued, dropped; an erasure's tombstone among them).
+    batched = _batched()
+    batches = faust_internals.deliver_in_batches(events_topic) if batched else None
+    identity_batches = faust_internals.deliver_in_batches(identities_topic) if batched else None
 
     @app.task
     async def read_suppressions():
@@ -173,7 +178,10 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(identities, concurrency=1)
     async def link_people(stream):
         await suppressions.ready.wait()
-        await linking.run(stream)
+        if identity_batches is None:
+            await linking.run(stream)
+        else:
+            await linking.run_batches(identity_batches)
 
     @app.timer(TICK_SECONDS)
     async def send_ticks():

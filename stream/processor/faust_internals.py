@@ -20,7 +20,7 @@ for comparisons only; the processor refuses to run on the embedded broker withou
    running and flow control is open, the callback cannot block (channels put without
    waiting), so it is awaited directly; otherwise Faust's path runs unchanged. The
    loop is Faust's `Consumer._drain_messages` with only that line changed.
-4. Batch delivery for the events topic. Per record, Faust's `getmany` makes a Message,
+4. Batch delivery for the source topics. Per record, Faust's `getmany` makes a Message,
    feeds the monitor and checks the generation; the conductor then makes an Event, runs
    the sensors and queues it into the agent's channel, and `take_events` dequeues it:
    about half of the processor's main thread, measured (BENCHMARKS.md, fourth
@@ -28,7 +28,11 @@ for comparisons only; the processor refuses to run on the embedded broker withou
    fetch's records of that topic go, as aiokafka returned them, in one list into the
    topic's queue, which the agent's step reads (step.py). Nothing else changes: the
    step admits exactly the next offsets (positions.py), writes state and commits
-   offsets itself, as it did with Faust's events. Other topics go Faust's way.
+   offsets itself, as it did with Faust's events. Other topics go Faust's way. It also
+   keeps what Faust's way drops: Faust empties its stream queues whenever its flow
+   control resumes, which it does once more at the end of a rebalance, after the
+   partitions were resumed and read (`Recovery.on_recovery_completed`), so records
+   fetched in between were lost; the batch queues are never emptied.
 
 Part 2, private calls the processor's batch step makes (no public API does these):
 - `seek`: aiokafka's seek is not thread-safe and Faust runs the consumer in a thread

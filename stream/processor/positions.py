@@ -11,10 +11,12 @@ The agent therefore tracks the next offset it expects per partition and, on a ju
 that no group commit explains, drops the rest of that partition's batch and seeks the
 consumer back. Records below the expected offset are re-reads of what this process
 already applied: skipped. The first record of a partition is checked against the
-group's committed offset (unchecked only when the group has no commit for it: it then
-starts at the log's beginning). A record is never skipped: when a seek does not bring
-the expected offset back within GIVE_UP_SECONDS, `admit` raises SkippedRecords and
-the worker stops with that error rather than move on. Everything per partition is
+group's committed offset or, when the group has no commit for it, against the log's
+first offset (`start`; unchecked only while that is unknown): Faust's own stream
+queues can lose the first records fetched after a rebalance (faust_internals, patch
+4), and a later record taken as the first would skip them. A record is never skipped:
+when a seek does not bring the expected offset back within GIVE_UP_SECONDS, `admit`
+raises SkippedRecords and the worker stops with that error rather than move on. Everything per partition is
 dropped when the partition is revoked (`forget`).
 """
 
@@ -40,8 +42,13 @@ class SkippedRecords(RuntimeError):
 
 
 class Positions:
-    def __init__(self, committed: Callable[[Any], int | None] = lambda tp: None) -> None:
+    def __init__(
+        self,
+        committed: Callable[[Any], int | None] = lambda tp: None,
+        start: Callable[[Any], int | None] = lambda tp: None,
+    ) -> None:
         self.committed = committed  # tp -> the group's committed offset, as last read
+        self.start = start  # tp -> the log's first offset, None while unknown
         self.next: dict[Any, int] = {}
         self.seeking: dict[Any, tuple[int, float]] = {}  # tp -> (offset, since)
         self.sought: dict[Any, float] = {}  # tp -> when the last seek was issued
@@ -73,9 +80,11 @@ class Positions:
                 continue
             expected = self.next.get(tp)
             if expected is None:
-                expected = self.committed(tp)  # None: no commit yet, the log's start
+                expected = self.committed(tp)
                 if expected is not None and offset < expected:
                     continue  # below the group's commit: applied by an earlier owner
+                if expected is None:
+                    expected = self.start(tp)  # no commit yet: the log's beginning
             if expected is not None:
                 committed = self.committed(tp)
                 if committed is not None and committed > expected:
@@ -122,7 +131,9 @@ class Positions:
                 continue
             position = self.next.get(tp)
             if position is None:
-                position = self.committed(tp) or 0
+                position = self.committed(tp)
+            if position is None:
+                position = self.start(tp) or 0
             if position < end and now - self.moved[tp] >= STALL_SECONDS:
                 self.moved[tp] = now
                 OFFSET_GAPS.labels(tp[0]).inc()

@@ -50,9 +50,12 @@ class Step:
     compute: Compute
     positions: Positions = field(init=False)
     inflight: dict[str, InFlight] = field(init=False)
+    starts: dict = field(init=False, default_factory=dict)  # tp -> the log's first offset
 
     def __post_init__(self) -> None:
-        self.positions = Positions(lambda tp: internals.committed(self.app.consumer, tp))
+        self.positions = Positions(
+            lambda tp: internals.committed(self.app.consumer, tp), self.starts.get
+        )
         self.inflight = {name: InFlight() for name in self.tables}
 
     # --- the agent ----------------------------------------------------------------
@@ -103,10 +106,32 @@ class Step:
         return self.inflight[table].get(key, self.tables[table].get)
 
     async def admit(self, pairs: list) -> list:
-        admitted, seeks = self.positions.admit(pairs, assigned=self.assigned(), at=pair_at)
+        assigned = self.assigned()
+        await self.learn_starts({tp for tp, _ in pairs if tp in assigned})
+        admitted, seeks = self.positions.admit(pairs, assigned=assigned, at=pair_at)
         if seeks:
+            for tp in seeks:  # read again after the seek: retention may have moved it
+                self.starts.pop(tp, None)
             await internals.seek(self.app.consumer, seeks)
         return admitted
+
+    async def learn_starts(self, tps: set) -> None:
+        """The log's first offset of the partitions the group has no commit for, where
+        their first record must be (positions.py). Unknown when the broker does not
+        answer: the first record is then taken as it comes, as before."""
+        unknown = [
+            tp
+            for tp in tps
+            if tp not in self.starts
+            and tp not in self.positions.next
+            and self.positions.committed(tp) is None
+        ]
+        if not unknown:
+            return
+        try:
+            self.starts.update(await self.app.consumer.earliest_offsets(*unknown))
+        except Exception as exc:  # noqa: BLE001 - only the check is lost, never a record
+            log.warning("log start offsets unknown, first records unchecked: %r", exc)
 
     # --- outputs -> state -> offsets ----------------------------------------------
     async def finish(self, number: int, result: BatchResult, pairs: list) -> None:
@@ -153,6 +178,8 @@ class Step:
         """Forget everything of the revoked partitions of this step's source."""
         mine = [tp for tp in tps if tp.topic == self.source]
         self.positions.forget(mine)
+        for tp in mine:
+            self.starts.pop(tp, None)
         partitions = [tp.partition for tp in mine]
         for inflight in self.inflight.values():
             inflight.forget(partitions)

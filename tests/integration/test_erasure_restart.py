@@ -28,13 +28,6 @@ from tests.support.pipeline import http, start_pipeline
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open bug: in the full suite (load) the resumed erasure of a user can stay"
-    " pending: the processor's people step stops applying clickstream.identities (its stall"
-    " watchdog re-seeks the partition to 0 every 5 s), so the person's acknowledgement never"
-    " comes; passes alone. See the fourth session's closing note.",
-)
 def test_an_erasure_survives_a_restart(tmp_path):
     data = tmp_path / "restart"
     env = dict(CLICKSTREAM_ADMIN_TOKEN=TOKEN, CLICKSTREAM_PARTITIONS="2")

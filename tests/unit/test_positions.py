@@ -101,3 +101,26 @@ def test_a_partition_with_records_waiting_and_none_applied_is_sought() -> None:
     assert p.stalled(ends, now=7) == {}
     assert p.stalled(ends, now=9.5) == {TP0: 2}  # TP0 stopped at 2 of 100
     assert p.stalled({TP0: 2}, now=30) == {}  # caught up is not stalled
+
+
+def test_with_no_commit_the_first_record_must_be_the_logs_first() -> None:
+    # Faust's stream queues can lose the first records fetched after a rebalance: a
+    # later record taken as the first would skip them for good (an erasure's tombstone
+    # was lost so at a restart). With the log's start known, they are sought back.
+    p = Positions(start={TP0: 0}.get)
+    keep, seeks = p.admit([ev(TP0, 1), ev(TP1, 5)], now=0)
+    assert offsets(keep) == [(1, 5)] and seeks == {TP0: 0}  # TP1's start unknown: as is
+    keep, seeks = p.admit([ev(TP0, 0), ev(TP0, 1)], now=1)
+    assert offsets(keep) == [(0, 0), (0, 1)] and seeks == {}
+
+
+def test_the_groups_commit_comes_before_the_logs_start() -> None:
+    p = Positions(committed={TP0: 7}.get, start={TP0: 0}.get)
+    keep, seeks = p.admit([ev(TP0, 7)], now=0)
+    assert offsets(keep) == [(0, 7)] and seeks == {}
+
+
+def test_a_stalled_partition_without_commit_is_sought_to_the_logs_start() -> None:
+    p = Positions(start={TP0: 30}.get)
+    assert p.stalled({TP0: 40}, now=0) == {}
+    assert p.stalled({TP0: 40}, now=6) == {TP0: 30}
