@@ -98,3 +98,6 @@ class KeyPartitioner:
         if key is None:
             return random.choice(available or all_partitions)
         return all_partitions[key_hash(key) % len(all_partitions)]
+
+
+KEYS = KeyPartitioner()

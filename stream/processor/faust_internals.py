@@ -77,6 +77,11 @@ def batch_delivery() -> bool:
     return enabled() and os.environ.get("CLICKSTREAM_FAUST_BATCHES", "1") != "0"
 
 
+def kafka_producer(producer):
+    """The aiokafka producer inside Faust's (for its batch API: create_batch, send_batch)."""
+    return producer._ensure_producer()
+
+
 class RecoveryProbeError(RuntimeError):
     """The true end of a changelog could not be read."""
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from faust.exceptions import ConsumerNotStarted
 
+from stream import topics
 from stream.processor import faust_internals as internals
 from stream.processor.engine import BatchResult, Record
 from stream.processor.inflight import InFlight
@@ -197,12 +198,44 @@ class Step:
             await internals.seek(self.app.consumer, seeks)
 
 
-async def send_all(producer, messages: list[tuple[str, bytes, bytes | None, int | None]]) -> list:
-    """Send, flush at once (the step waits for these acknowledgements, and the producer's
-    linger would idle it on every batch), and wait for every ack."""
-    futures = [await producer.send(t, k, v, p, None, None) for t, k, v, p in messages]
-    await producer.flush()
-    return await asyncio.gather(*futures)
+async def send_all(
+    producer, messages: list[tuple[str, bytes, bytes | None, int | None]]
+) -> dict[tuple[str, int], int]:
+    """Send every message and wait for every acknowledgement; the last offset written
+    per (topic, partition). One closed record batch per partition, built here: the
+    producer's per-message path (a coroutine, a future, a partitioner call per record)
+    was a seventh of the processor, and a closed batch goes out without the linger."""
+    kafka = internals.kafka_producer(producer)
+    counts: dict[str, list[int]] = {}
+    groups: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+    for topic, key, value, partition in messages:
+        if partition is None:
+            if topic not in counts:
+                counts[topic] = sorted(await kafka.partitions_for(topic))
+            partition = topics.KEYS(key, counts[topic], ())
+        groups.setdefault((topic, partition), []).append((key, value))
+    sent = []
+    for (topic, partition), items in groups.items():
+        batch, n = kafka.create_batch(), 0
+        for key, value in items:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                sent.append((await _send_batch(kafka, batch, topic, partition), n))
+                batch, n = kafka.create_batch(), 0
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"a record of {len(value or b'')} B is larger than a batch")
+            n += 1
+        sent.append((await _send_batch(kafka, batch, topic, partition), n))
+    last: dict[tuple[str, int], int] = {}
+    for future, n in sent:
+        meta = await future
+        key = (meta.topic, meta.partition)
+        last[key] = max(last.get(key, -1), meta.offset + n - 1)
+    return last
+
+
+async def _send_batch(kafka, batch, topic: str, partition: int) -> asyncio.Future:
+    batch.close()  # complete: no linger
+    return await kafka.send_batch(batch, topic, partition=partition)
 
 
 class _Source:
@@ -225,11 +258,7 @@ async def write_state(producer, tables: Mapping, writes: Mapping[str, list], pai
     ]
     if not messages:
         return
-    acked = await send_all(producer, messages)
-    last: dict[tuple[str, int], int] = {}
-    for meta in acked:
-        key = (meta.topic, meta.partition)
-        last[key] = max(last.get(key, -1), meta.offset)
+    last = await send_all(producer, messages)
     sources = {record.partition: _Source(record) for _, record in pairs}
     for name, items in writes.items():
         topic = tables[name].changelog_topic.get_topic_name()
