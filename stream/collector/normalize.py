@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from stream.collector.clock import MAX_SKEW_MS, clamp, event_time
+from stream.collector.clock import MAX_SKEW_MS, corrected, parse_iso_ms
 from stream.collector.consent import GRANTED, Consent
 from stream.enrich import Enricher
 from stream.records import EventRecord
@@ -51,8 +51,13 @@ def to_record(
         properties = {}
     kind = _text(get("type"))
     url, path, referrer, title = _page_fields(kind, properties, context.get("page"))
-    client_ts, sent_at = event_time(call, received_at_ms)
-    ts = clamp(client_ts, received_at_ms, max_skew_ms)
+    # clock.event_time and clock.clamp, inline (parse_iso_ms is cached: validation parsed these)
+    stamp = get("timestamp") or get("originalTimestamp")
+    sent = get("sentAt")
+    stamp_ms = parse_iso_ms(stamp) if isinstance(stamp, str) and stamp else None
+    sent_at = parse_iso_ms(sent) if isinstance(sent, str) and sent else None
+    client_ts = corrected(stamp_ms, sent_at, received_at_ms)
+    ts = min(client_ts, received_at_ms + max_skew_ms)
     if ts != client_ts:
         EVENTS_CLAMPED.labels(source).inc()
     anonymous_id, user_id = _text(get("anonymousId")), _text(get("userId"))
