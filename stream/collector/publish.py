@@ -72,6 +72,23 @@ class Round:
             batches.append(self._producer.create_batch())
             batches[-1].append(timestamp=None, key=key, value=value)  # a first record always fits
 
+    def extend(
+        self, topic: str, partitions: tuple[int, ...], keys: list[bytes], values: list[bytes]
+    ) -> set[TopicPartition]:
+        """`add` for records of one topic, each on its key's partition; the partitions written."""
+        written = set()
+        by_tp = self.batches
+        for key, value in zip(keys, values, strict=True):
+            tp = (topic, partition_for(key, partitions))
+            written.add(tp)
+            batches = by_tp.get(tp)
+            if batches is None:
+                batches = by_tp[tp] = [self._producer.create_batch()]
+            if batches[-1].append(timestamp=None, key=key, value=value) is None:  # full
+                batches.append(self._producer.create_batch())
+                batches[-1].append(timestamp=None, key=key, value=value)
+        return written
+
     async def send(self) -> None:
         """Queue every batch, wait for every acknowledgement, then resolve `done`."""
         acks: dict[TopicPartition, list[asyncio.Future]] = {}
@@ -142,35 +159,39 @@ class Publisher:
         # Each visitor's events in event-time order: an offline queue or a mobile batch
         # sent out of order then reaches the journey in the order it happened.
         events = sorted(events, key=_visitor_time)
-        records = [(self.events_topic, e["visitor_id"].encode(), orjson.dumps(e)) for e in events]
-        records += [
-            (self.invalid_topic, r["message_id"].encode(), orjson.dumps(r)) for r in invalid
-        ]
-        if not records:
+        invalid = list(invalid)
+        if not events and not invalid:
             return
-        for _, key, value in records:
-            if (
-                len(key) + len(value) + _RECORD_OVERHEAD > MAX_REQUEST_BYTES
-                and DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
-                > MAX_REQUEST_BYTES
-            ):
-                raise MessageSizeTooLargeError(
-                    f"a record of {len(value)} bytes exceeds the request size"
-                )
-        partitions = {
-            topic: tuple(sorted(await self.producer.partitions_for(topic)))
-            for topic in {topic for topic, _, _ in records}
-        }
+        # Every record is encoded and its size checked before any is added to the round.
+        groups = (
+            (self.events_topic, [e["visitor_id"].encode() for e in events], events),
+            (self.invalid_topic, [r["message_id"].encode() for r in invalid], invalid),
+        )
+        encoded = []
+        for topic, keys, items in groups:
+            if not items:
+                continue
+            values = list(map(orjson.dumps, items))
+            if max(map(len, keys)) + max(map(len, values)) + _RECORD_OVERHEAD > MAX_REQUEST_BYTES:
+                for key, value in zip(keys, values, strict=True):
+                    if (
+                        DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+                        > MAX_REQUEST_BYTES
+                    ):
+                        raise MessageSizeTooLargeError(
+                            f"a record of {len(value)} bytes exceeds the request size"
+                        )
+            encoded.append((topic, keys, values))
+        partitions = [
+            tuple(sorted(await self.producer.partitions_for(topic))) for topic, _, _ in encoded
+        ]
         round_ = self._round
         if round_ is None:
             round_ = self._round = Round(self.producer)
             self._wakeup.set()
         written = set()
-        add = round_.add
-        for topic, key, value in records:
-            tp = (topic, partition_for(key, partitions[topic]))
-            add(tp, key, value)
-            written.add(tp)
+        for (topic, keys, values), ids in zip(encoded, partitions, strict=True):
+            written |= round_.extend(topic, ids, keys, values)
         await asyncio.shield(round_.done)  # a cancelled request must not cancel the round
         round_.raise_for(written)
         PRODUCE_LATENCY.observe(time.perf_counter() - started)
