@@ -18,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import Iterable
 from functools import lru_cache
+from operator import itemgetter
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -38,17 +39,44 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 TopicPartition = tuple[str, int]
 
-# A visitor sends many events: its key's hash is reused. murmur2 is pure Python (~2 µs).
-_key_hash = lru_cache(maxsize=65_536)(murmur2)
+# A record's size beyond its key and value is far below this: only a value near the request
+# limit needs aiokafka's exact estimate.
+_RECORD_OVERHEAD = 1024
+# (visitor_id, ts): each visitor's events in event-time order, a C key function.
+_visitor_time = itemgetter("visitor_id", "ts")
 
 
-def _visitor_time(event: EventRecord) -> tuple[str, int]:
-    return event["visitor_id"], event["ts"]
+_M = 0x5BD1E995  # murmur2's mixing constant
 
 
+def murmur2(data: bytes) -> int:
+    """aiokafka's (and the Java client's) murmur2, same results, twice as fast: the 4-byte
+    words are read by one struct call instead of byte by byte, masks only where they matter."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    for k in struct.unpack_from(f"<{length >> 2}I", data):
+        k = (k * _M) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
+        h = ((h * _M) & 0xFFFFFFFF) ^ k
+    tail = length & 3
+    if tail:
+        base = length - tail
+        if tail == 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * _M) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * _M) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+# A visitor sends many events: its key's partition is reused. murmur2 is pure Python (~2 µs);
+# cached whole (key and partition ids), one C look-up per record.
+@lru_cache(maxsize=65_536)
 def partition_for(key: bytes, partitions: tuple[int, ...]) -> int:
     """aiokafka's DefaultPartitioner for a key: murmur2, positive, modulo the partition count."""
-    return partitions[(_key_hash(key) & 0x7FFFFFFF) % len(partitions)]
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
 class Round:
@@ -68,6 +96,23 @@ class Round:
         if batches[-1].append(timestamp=None, key=key, value=value) is None:  # full
             batches.append(self._producer.create_batch())
             batches[-1].append(timestamp=None, key=key, value=value)  # a first record always fits
+
+    def extend(
+        self, topic: str, partitions: tuple[int, ...], keys: list[bytes], values: list[bytes]
+    ) -> set[TopicPartition]:
+        """`add` for records of one topic, each on its key's partition; the partitions written."""
+        written = set()
+        by_tp = self.batches
+        for key, value in zip(keys, values, strict=True):
+            tp = (topic, partition_for(key, partitions))
+            written.add(tp)
+            batches = by_tp.get(tp)
+            if batches is None:
+                batches = by_tp[tp] = [self._producer.create_batch()]
+            if batches[-1].append(timestamp=None, key=key, value=value) is None:  # full
+                batches.append(self._producer.create_batch())
+                batches[-1].append(timestamp=None, key=key, value=value)
+        return written
 
     async def send(self) -> None:
         """Queue every batch, wait for every acknowledgement, then resolve `done`."""
@@ -139,30 +184,39 @@ class Publisher:
         # Each visitor's events in event-time order: an offline queue or a mobile batch
         # sent out of order then reaches the journey in the order it happened.
         events = sorted(events, key=_visitor_time)
-        records = [(self.events_topic, e["visitor_id"].encode(), orjson.dumps(e)) for e in events]
-        records += [
-            (self.invalid_topic, r["message_id"].encode(), orjson.dumps(r)) for r in invalid
-        ]
-        if not records:
+        invalid = list(invalid)
+        if not events and not invalid:
             return
-        for _, key, value in records:
-            if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, []) > MAX_REQUEST_BYTES:
-                raise MessageSizeTooLargeError(
-                    f"a record of {len(value)} bytes exceeds the request size"
-                )
-        partitions = {
-            topic: tuple(sorted(await self.producer.partitions_for(topic)))
-            for topic in {topic for topic, _, _ in records}
-        }
+        # Every record is encoded and its size checked before any is added to the round.
+        groups = (
+            (self.events_topic, [e["visitor_id"].encode() for e in events], events),
+            (self.invalid_topic, [r["message_id"].encode() for r in invalid], invalid),
+        )
+        encoded = []
+        for topic, keys, items in groups:
+            if not items:
+                continue
+            values = list(map(orjson.dumps, items))
+            if max(map(len, keys)) + max(map(len, values)) + _RECORD_OVERHEAD > MAX_REQUEST_BYTES:
+                for key, value in zip(keys, values, strict=True):
+                    if (
+                        DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+                        > MAX_REQUEST_BYTES
+                    ):
+                        raise MessageSizeTooLargeError(
+                            f"a record of {len(value)} bytes exceeds the request size"
+                        )
+            encoded.append((topic, keys, values))
+        partitions = [
+            tuple(sorted(await self.producer.partitions_for(topic))) for topic, _, _ in encoded
+        ]
         round_ = self._round
         if round_ is None:
             round_ = self._round = Round(self.producer)
             self._wakeup.set()
         written = set()
-        for topic, key, value in records:
-            tp = (topic, partition_for(key, partitions[topic]))
-            round_.add(tp, key, value)
-            written.add(tp)
+        for (topic, keys, values), ids in zip(encoded, partitions, strict=True):
+            written |= round_.extend(topic, ids, keys, values)
         await asyncio.shield(round_.done)  # a cancelled request must not cancel the round
         round_.raise_for(written)
         PRODUCE_LATENCY.observe(time.perf_counter() - started)

@@ -237,6 +237,8 @@ class Collector:
         invalid: list[InvalidRecord] = []
         errors: list[dict[str, Any]] = []
         dropped = 0
+        failed = failed or {}
+        max_skew_ms = self.settings.max_clock_skew_s * 1000
         for call in calls:
             payload = (
                 intake.inherit(call.payload, shared)
@@ -244,7 +246,7 @@ class Collector:
                 else call.payload
             )
             granted, stripped = GRANTED, False
-            if isinstance(payload, dict) and not (failed or {}).get(call.index):
+            if isinstance(payload, dict) and not failed.get(call.index):
                 granted = consent.resolve(payload, self.consent_rules, gpc, dnt)
                 if granted.signal:
                     CONSENT_SIGNALS.labels(source, granted.signal).inc()
@@ -255,9 +257,7 @@ class Collector:
                         continue
                     payload = self._cookieless(payload, source, received_at, ip, user_agent)
                     stripped = True
-            reasons = (failed or {}).get(call.index) or self._check(
-                call, payload, received_at, source
-            )
+            reasons = failed.get(call.index) or self._check(call, payload, received_at, source)
             if not reasons:
                 try:
                     events.append(
@@ -268,7 +268,7 @@ class Collector:
                             ip=ip,
                             header_user_agent=user_agent,
                             enricher=self.enricher,
-                            max_skew_ms=self.settings.max_clock_skew_s * 1000,
+                            max_skew_ms=max_skew_ms,
                             consent=granted,
                         )
                     )
@@ -342,7 +342,7 @@ class Collector:
         if call.size > intake.MAX_EVENT_BYTES:
             return [f"event is larger than 32 KB ({call.size} bytes)"]
         reasons = self.validator.validate(payload, received_at_ms=received_at)
-        if reasons:
+        if reasons or source not in self.validator.plans:
             return reasons
         plan, violations = self.validator.plan_violations(payload, source)
         if plan is None or not violations:

@@ -103,7 +103,20 @@ class Validator:
             properties = call.get("properties")
             if check is None or not (properties is None or isinstance(properties, dict)):
                 event = None  # no properties schema applies
-            if self._valid_quickly(call, event, properties or {}):
+            # The common call, a track call with object properties: one Rust call, inline.
+            track = (
+                self._quick_tracks.get(event)
+                if event is not None and isinstance(properties, dict)
+                else None
+            )
+            if track is not None:
+                try:
+                    valid = track(call)
+                except Exception:  # noqa: BLE001 - a value it cannot convert: the full check
+                    valid = False
+            else:
+                valid = self._valid_quickly(call, event, properties or {})
+            if valid:
                 return _check_dates(call, received_at_ms)
             reasons = _run(self._envelope, call, "")
             reasons += _check_dates(call, received_at_ms)
@@ -244,34 +257,44 @@ def _run(check: Check, data: Any, root: str) -> list[str]:
 
 
 def _check_dates(call: dict[str, Any], received_at_ms: int | None) -> list[str]:
-    # Field by field, no dicts: this runs for every call (dates are parsed once, cached).
+    # Straight-line, no dicts or lists on a valid call: this runs for every call (each date
+    # is parsed once, then cached). Any unparsable date: `_date_reasons` words them all.
     stamp = call.get("timestamp")
+    if isinstance(stamp, str):
+        if (stamp_ms := parse_iso_ms(stamp)) is None:
+            return _date_reasons(call)
+    else:
+        stamp_ms = None
     sent = call.get("sentAt")
+    if isinstance(sent, str):
+        if (sent_ms := parse_iso_ms(sent)) is None:
+            return _date_reasons(call)
+    else:
+        sent_ms = None
     original = call.get("originalTimestamp")
-    stamp_ms = parse_iso_ms(stamp) if isinstance(stamp, str) else None
-    sent_ms = parse_iso_ms(sent) if isinstance(sent, str) else None
-    original_ms = parse_iso_ms(original) if isinstance(original, str) else None
-    if (
-        (stamp_ms is None and isinstance(stamp, str))
-        or (sent_ms is None and isinstance(sent, str))
-        or (original_ms is None and isinstance(original, str))
-    ):
-        return [
-            f"{name}: must be an ISO-8601 date"
-            for name, text, ms in zip(
-                DATE_FIELDS, (stamp, sent, original), (stamp_ms, sent_ms, original_ms), strict=True
-            )
-            if isinstance(text, str) and ms is None
-        ]
-    if not isinstance(stamp, str) and not isinstance(sent, str) and not isinstance(original, str):
-        return []
+    if isinstance(original, str):
+        if (original_ms := parse_iso_ms(original)) is None:
+            return _date_reasons(call)
+    elif stamp_ms is None and sent_ms is None:
+        return []  # no date at all
+    else:
+        original_ms = None
     received = time.time_ns() // 1_000_000 if received_at_ms is None else received_at_ms
-    ts = corrected(stamp_ms if isinstance(stamp, str) else original_ms, sent_ms, received)
+    ts = corrected(original_ms if stamp_ms is None else stamp_ms, sent_ms, received)
     if ts > received + MAX_FUTURE_MS:
         return ["timestamp: more than 24 hours in the future (after clock-skew correction)"]
     if ts < 0:
         return ["timestamp: before 1970 (after clock-skew correction)"]
     return []
+
+
+def _date_reasons(call: dict[str, Any]) -> list[str]:
+    """One reason per date field that is text but not a date, in DATE_FIELDS' order."""
+    return [
+        f"{name}: must be an ISO-8601 date"
+        for name in DATE_FIELDS
+        if isinstance(text := call.get(name), str) and parse_iso_ms(text) is None
+    ]
 
 
 def _describe(error: fastjsonschema.JsonSchemaValueException, root: str) -> list[str]:

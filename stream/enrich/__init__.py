@@ -15,36 +15,63 @@ from stream.enrich.campaign import extract_campaign
 from stream.enrich.referrer import attribute
 from stream.enrich.useragent import parse_user_agent
 
+# The fields the enricher derives, in the order an EventRecord holds them.
+ENRICHED = (
+    "browser",
+    "os",
+    "device_type",
+    "is_bot",
+    "ref_source",
+    "ref_medium",
+    "search_engine",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "click_id",
+)
+
 
 class Enricher:
     def __init__(self, anonymize_ip: bool = True, headless_is_bot: bool = False) -> None:
         self.anonymize_ip = anonymize_ip
         self.headless_is_bot = headless_is_bot
-        self._ip = ip.anonymize_ip if anonymize_ip else ip.normalize_ip
+        self.ip = ip.anonymize_ip if anonymize_ip else ip.normalize_ip
 
     def enrich(self, record: dict[str, Any]) -> None:
         """Fill the enrichment fields of `record` in place from its ip, user_agent, url, referrer, context."""
-        record["ip"] = self._ip(record.get("ip") or "")
-        user_agent = record.get("user_agent") or ""
-        url = record.get("url") or ""
-        referrer = record.get("referrer") or ""
-        context = record.get("context") or {}
-        page = context.get("page") if isinstance(context.get("page"), dict) else {}
-        query_source = url if "?" in url else _text(page.get("search"))  # Segment's page.search
+        record["ip"] = self.ip(record.get("ip") or "")
+        derived = self.fields(
+            record.get("user_agent") or "",
+            record.get("url") or "",
+            record.get("referrer") or "",
+            record.get("context") or {},
+        )
+        record.update(zip(ENRICHED, derived, strict=True))
+
+    def fields(
+        self, user_agent: str, url: str, referrer: str, context: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        """The values of the ENRICHED fields, in that order (`to_record` builds the record
+        with them in place: no placeholders to overwrite)."""
+        if "?" in url:
+            query_source = url
+        else:  # Segment's page.search
+            page = context.get("page")
+            query_source = _text(page.get("search")) if isinstance(page, dict) else ""
         fallback = context.get("campaign")
         if isinstance(fallback, dict) and fallback:  # not hashable: the parts' own caches only
-            record.update(
-                _derive(user_agent, self.headless_is_bot, url, query_source, referrer, fallback)
-            )
-        else:  # the same agent on the same page from the same referrer: one look-up
-            record.update(_derived(user_agent, self.headless_is_bot, url, query_source, referrer))
+            return _derive(user_agent, self.headless_is_bot, url, query_source, referrer, fallback)
+        # the same agent on the same page from the same referrer: one look-up
+        return _derived(user_agent, self.headless_is_bot, url, query_source, referrer)
 
 
 @lru_cache(maxsize=8192)
 def _derived(
     user_agent: str, headless_is_bot: bool, url: str, query_source: str, referrer: str
-) -> dict[str, Any]:
-    """The fields `_derive` gives without a context.campaign; shared, never mutated."""
+) -> tuple[Any, ...]:
+    """The fields `_derive` gives without a context.campaign (a tuple: never mutated)."""
     return _derive(user_agent, headless_is_bot, url, query_source, referrer, None)
 
 
@@ -55,25 +82,25 @@ def _derive(
     query_source: str,
     referrer: str,
     fallback: dict[str, Any] | None,
-) -> dict[str, Any]:
+) -> tuple[Any, ...]:
     agent = parse_user_agent(user_agent, headless_is_bot)
     campaign = extract_campaign(query_source, fallback)
     source = attribute(referrer, url, campaign)
-    return {
-        "browser": agent.browser,
-        "os": agent.os,
-        "device_type": agent.device_type,
-        "is_bot": agent.is_bot,
-        "utm_source": campaign.source,
-        "utm_medium": campaign.medium,
-        "utm_campaign": campaign.name,
-        "utm_term": campaign.term,
-        "utm_content": campaign.content,
-        "click_id": campaign.click_id,
-        "ref_source": source.source,
-        "ref_medium": source.medium,
-        "search_engine": source.search_engine,
-    }
+    return (  # ENRICHED's order
+        agent.browser,
+        agent.os,
+        agent.device_type,
+        agent.is_bot,
+        source.source,
+        source.medium,
+        source.search_engine,
+        campaign.source,
+        campaign.medium,
+        campaign.name,
+        campaign.term,
+        campaign.content,
+        campaign.click_id,
+    )
 
 
 def _text(value: Any) -> str:
