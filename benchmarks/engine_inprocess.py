@@ -20,7 +20,7 @@ BATCH = 5000
 
 
 def measure(batches: int) -> float:
-    from stream import config, topics
+    from stream import config, partitioning
     from stream.processor.engine import Engine, Record
     from stream.processor.local import LocalTables
 
@@ -32,7 +32,7 @@ def measure(batches: int) -> float:
     for _ in range(batches):
         records = []
         for key, value in islice(events, BATCH):
-            partition = topics.partition_of(key, 4)
+            partition = partitioning.partition_of(key, 4)
             offsets[partition] += 1
             records.append(Record(EVENTS_TOPIC, partition, offsets[partition], key, value))
         prepared.append(records)

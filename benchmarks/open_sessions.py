@@ -29,7 +29,7 @@ ACTIVE = 1000
 
 
 def _record(Record, offsets, visitor: str, ts: int, arrival: int, name: str = ""):  # noqa: N803
-    from stream import topics
+    from stream import partitioning, topics
 
     event = {
         "message_id": f"{visitor}-{ts}-{name}",
@@ -52,7 +52,7 @@ def _record(Record, offsets, visitor: str, ts: int, arrival: int, name: str = ""
         "utm_campaign": "",
     }
     key = visitor.encode()
-    partition = topics.partition_of(key, PARTITIONS)
+    partition = partitioning.partition_of(key, PARTITIONS)
     offsets[partition] += 1
     return Record(topics.EVENTS, partition, offsets[partition], key, orjson.dumps(event))
 

@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
-from functools import lru_cache
-
-from aiokafka.partitioner import murmur2 as _murmur2
 
 from stream.config import Settings
 
@@ -75,29 +71,3 @@ def specs(settings: Settings) -> list[TopicSpec]:
 def changelog_topics(settings: Settings) -> dict[str, str]:
     """Changelog topic as named on the broker -> its table, for every table in TABLES."""
     return {settings.topic(f"{PROCESSOR_APP_ID}-{table}-changelog"): table for table in TABLES}
-
-
-@lru_cache(maxsize=32_768)
-def key_hash(key: bytes) -> int:
-    """murmur2 of a key, positive, as Kafka's clients hash it. Cached: aiokafka's is pure
-    Python (3 % of the processor), and a visitor's key comes back with each of its events."""
-    return _murmur2(key) & 0x7FFFFFFF
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition a keyed record goes to: aiokafka's default partitioner (murmur2,
-    positive, modulo the count), which the collector and Kafka's clients use alike."""
-    return key_hash(key) % partitions
-
-
-class KeyPartitioner:
-    """aiokafka's DefaultPartitioner, the same partition for every key, with its hash
-    cached (`producer_partitioner` of the processor)."""
-
-    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-        if key is None:
-            return random.choice(available or all_partitions)
-        return all_partitions[key_hash(key) % len(all_partitions)]
-
-
-KEYS = KeyPartitioner()

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 import orjson
 
-from stream import topics
+from stream import partitioning, topics
 from stream.config import Settings
 from stream.journey.people import gone_record
 from stream.privacy.rows import event_ids, state_fields, state_ids
@@ -102,7 +102,7 @@ class Purge:
         result = run(records, load)
         partitions = self.settings.partitions
         for key, user in doomed.items():
-            result.states[key] = (topics.partition_of(key, partitions), None)
+            result.states[key] = (partitioning.partition_of(key, partitions), None)
             if user:  # the person forgets the device (as on expiry)
                 gone = gone_record(key.decode("utf-8", "replace"))
                 result.outputs.append(Output(self.identities, user.encode(), gone))

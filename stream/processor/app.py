@@ -25,7 +25,7 @@ import mode.loop
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CollectorRegistry, generate_latest
 
-from stream import topics
+from stream import partitioning, topics
 from stream.config import Settings, SettingsError
 from stream.metrics import windows
 from stream.privacy.purge import Purge
@@ -55,7 +55,7 @@ def faust_settings(settings: Settings, *, fast_join: bool = True) -> dict:
         producer_linger=0.05,
         producer_max_batch_size=1024 * 1024,
         producer_acks=-1,
-        producer_partitioner=topics.KeyPartitioner(),
+        producer_partitioner=partitioning.KEYS,
         broker_max_poll_records=5000,
         consumer_max_fetch_size=16 * 1024 * 1024,
         stream_buffer_maxsize=200_000,
@@ -121,7 +121,7 @@ def create_app(settings: Settings) -> faust.App:
     def scan(partition: int):
         """Both tables' items of one events partition, for the engine's index."""
         for key, raw in visitors.items():
-            if topics.partition_of(key, settings.partitions) == partition:
+            if partitioning.partition_of(key, settings.partitions) == partition:
                 yield key, raw
         for key, raw in window_rows.items():
             if windows.key_partition(key) == partition:

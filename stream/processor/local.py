@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from stream import topics
+from stream import partitioning
 from stream.metrics import windows
 from stream.processor.engine import BatchResult, Engine, Record
 
@@ -33,7 +33,7 @@ class LocalTables:
 
     def scan(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         for key, value in self.visitors.items():
-            if topics.partition_of(key, self.partitions) == partition:
+            if partitioning.partition_of(key, self.partitions) == partition:
                 yield key, value
         for key, value in self.rows.items():
             if windows.key_partition(key) == partition:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from faust.exceptions import ConsumerNotStarted
 
-from stream import topics
+from stream import partitioning
 from stream.processor import faust_internals as internals
 from stream.processor.engine import BatchResult, Record
 from stream.processor.inflight import InFlight
@@ -212,7 +212,7 @@ async def send_all(
         if partition is None:
             if topic not in counts:
                 counts[topic] = sorted(await kafka.partitions_for(topic))
-            partition = topics.KEYS(key, counts[topic], ())
+            partition = partitioning.KEYS(key, counts[topic], ())
         groups.setdefault((topic, partition), []).append((key, value))
     sent = []
     for (topic, partition), items in groups.items():

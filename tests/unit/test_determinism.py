@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream import topics
+from stream import partitioning
 from stream.processor.engine import Engine
 from tests.support.engine_shell import Shell
 from tests.support.examples import examples
@@ -72,7 +72,7 @@ def records(shell: Shell, steps: list[tuple]) -> list:
         fields = {"visitor": visitor, "ts": ts, "message_id": f"m{i}", "utm_campaign": utm}
         if name:
             fields.update(event=name, properties=PROPS.get(name, {}))
-        partition = topics.partition_of(visitor.encode(), 2)
+        partition = partitioning.partition_of(visitor.encode(), 2)
         out.append(shell.event_record(partition=partition, arrival=arrival, **fields))
     return out
 

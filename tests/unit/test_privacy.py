@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stream import config, topics
+from stream import config, partitioning, topics
 from stream.journey.state import VisitorState, encode_state
 from stream.privacy.erase import ID_SOURCES, ids_by_hash, patterns
 from stream.privacy.purge import PASSES, Purge
@@ -137,7 +137,7 @@ def test_the_processor_deletes_state_drops_events_and_acknowledges() -> None:
     shell.send(visitor="stays", ts=T0)
     suppressions.add(Suppression(subject_hash("gone", SALT), "e1", T0))
     result = shell.feed(shell.tick_record(T0 + 2000))
-    assert result.states[b"gone"] == (topics.partition_of(b"gone", 1), None)
+    assert result.states[b"gone"] == (partitioning.partition_of(b"gone", 1), None)
     assert b"gone" not in shell.visitors and b"stays" in shell.visitors
     gone = [o for o in result.outputs if o.topic == topics.IDENTITIES]
     assert [(o.key, orjson.loads(o.value)) for o in gone] == [(b"u1", {"gone": "gone"})]

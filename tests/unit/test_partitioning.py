@@ -1,4 +1,4 @@
-"""The collector's murmur2 and partitioner agree with aiokafka's DefaultPartitioner."""
+"""Our murmur2 and partitioners agree with aiokafka's DefaultPartitioner."""
 
 import random
 
@@ -6,7 +6,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from stream.collector.publish import murmur2, partition_for
+from stream.partitioning import KEYS, murmur2, partition_for, partition_of
 
 pytestmark = pytest.mark.unit
 
@@ -26,3 +26,5 @@ def test_partition_matches_default_partitioner(key: str) -> None:
         partitions = tuple(range(count))
         expected = DefaultPartitioner()(data, list(partitions), list(partitions))
         assert partition_for(data, partitions) == expected
+        assert partition_of(data, count) == expected
+        assert KEYS(data, list(partitions), []) == expected
