@@ -18,6 +18,7 @@ import pytest
 from stream import config
 from stream.broker import EmbeddedBroker
 from tests.support.examples import load_profile
+from tests.support.pipeline import reap_stopped
 
 _names = itertools.count(1)
 load_profile()  # property tests: a share of their examples, CLICKSTREAM_HYPOTHESIS says which
@@ -104,3 +105,8 @@ def pytest_collection_modifyitems(config, items):
         return 1
 
     items.sort(key=rank)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The pipelines fixtures stopped without waiting have exited (or are killed)."""
+    reap_stopped()

@@ -90,7 +90,7 @@ def shop_and_pipeline(tmp_path_factory):
     )
     shop.page = PAGE.replace("COLLECTOR", running.collector)
     yield shop, running
-    running.stop()
+    running.stop_later()
     shop.stop()
 
 

@@ -67,7 +67,7 @@ def pipeline(tmp_path_factory):
         CLICKSTREAM_WRITE_KEYS="test-write-key:test,dev-write-key:demo",
     )
     yield running
-    running.stop()
+    running.stop_later()
 
 
 @dataclass

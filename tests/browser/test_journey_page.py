@@ -94,7 +94,7 @@ def visit(visitor: str, start_ms: int, names: list[str], sku: str, agent: str = 
 def pipeline(tmp_path_factory):
     running = start_pipeline(tmp_path_factory.mktemp("journey-page"))
     yield running
-    running.stop()
+    running.stop_later()
 
 
 @pytest.fixture(scope="module")

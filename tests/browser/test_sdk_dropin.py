@@ -191,7 +191,7 @@ def pipeline(tmp_path_factory, shop):
     ).replace("configUrl:", "useBeacon: true, configUrl:")
     shop.pages["/pixel.html"] = PIXEL_PAGE.format(collector=running.collector)
     yield running
-    running.stop()
+    running.stop_later()
 
 
 PIXEL_ID = "pixel-visitor-1"

@@ -22,7 +22,7 @@ CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)
 def pipeline(tmp_path_factory):
     running = start_pipeline(tmp_path_factory.mktemp("consent"), CLICKSTREAM_HONOR_GPC="1")
     yield running
-    running.stop()
+    running.stop_later()
 
 
 def iso(ms: int) -> str:

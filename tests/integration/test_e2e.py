@@ -6,9 +6,17 @@ import uuid
 import psutil
 import pytest
 
-from tests.support.pipeline import http
+from tests.support.pipeline import http, start_pipeline
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """A pipeline of its own: the last test stops it."""
+    running = start_pipeline(tmp_path_factory.mktemp("e2e"))
+    yield running
+    running.stop()
 
 
 def make_events(n: int, visitor_prefix: str = "v") -> list[dict]:

@@ -44,7 +44,7 @@ def pipeline(tmp_path_factory):
         CLICKSTREAM_PARTITIONS="2",
     )
     yield running
-    running.stop()
+    running.stop_later()
 
 
 def event(anonymous_id: str, user_id: str = "", kind: str = "Product Viewed") -> dict:

@@ -112,12 +112,37 @@ class Pipeline:
         started = time.monotonic()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        _reap(self.process, started + timeout)
         return time.monotonic() - started
+
+    def stop_later(self) -> None:
+        """SIGTERM now; `reap_stopped()` waits for the exit at the end of the session. For
+        fixtures: their pipeline's clean stop (seconds, mostly waiting on the sink's
+        consumer group) overlaps the next tests instead of holding them up."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        _STOPPING.append(self.process)
+
+
+# Pipelines told to stop by `stop_later`, not yet waited for.
+_STOPPING: list[subprocess.Popen] = []
+
+
+def _reap(process: subprocess.Popen, deadline: float) -> None:
+    """Wait for the exit until `deadline`, then kill the whole process group."""
+    try:
+        process.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def reap_stopped(timeout: float = 15.0) -> None:
+    """Wait for every pipeline stopped by `stop_later` (tests/conftest.py, session end):
+    nothing the suite started outlives it."""
+    deadline = time.monotonic() + timeout
+    while _STOPPING:
+        _reap(_STOPPING.pop(), deadline)
 
 
 def pipeline_env(data_dir: Path, **extra: str) -> dict[str, str]:
