@@ -18,7 +18,7 @@ import pytest
 from stream import config
 from stream.broker import EmbeddedBroker
 from tests.support.examples import load_profile
-from tests.support.pipeline import reap_stopped
+from tests.support.pipeline import PRESTARTS, reap_stopped
 
 _names = itertools.count(1)
 load_profile()  # property tests: a share of their examples, CLICKSTREAM_HYPOTHESIS says which
@@ -89,6 +89,28 @@ def isolated_settings(request, chdb_url: str, data_dir: Path) -> Callable[..., c
         return config.load(values)
 
     return build
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prestart_pipelines(request, tmp_path_factory) -> Iterator[None]:
+    """Start the pipelines of the selected modules that declare one (tests/support/
+    pipeline.py, `prestart`) now, at the first test: they come up while the unit tests run."""
+    wanted = {}
+    for item in request.session.items:
+        module = getattr(item.module, "__name__", "")
+        if module in PRESTARTS:
+            wanted[module] = PRESTARTS[module]
+        elif (
+            "pipeline" in item.fixturenames
+            and not hasattr(item.module, "pipeline")  # no fixture of its own: the shared one
+            and module.startswith("tests.integration.")
+        ):
+            wanted["shared"] = PRESTARTS["shared"]  # tests/integration/conftest.py
+    for pipeline in wanted.values():
+        pipeline.spawn(tmp_path_factory)
+    yield
+    for pipeline in PRESTARTS.values():
+        pipeline.discard()
 
 
 _ORDER = {"unit": 0, "integration": 1, "browser": 2}

@@ -6,15 +6,18 @@ import uuid
 import psutil
 import pytest
 
-from tests.support.pipeline import http, start_pipeline
+from tests.support.pipeline import http, prestart
 
 pytestmark = pytest.mark.integration
+
+
+PIPELINE = prestart(__name__, "e2e")
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """A pipeline of its own: the last test stops it."""
-    running = start_pipeline(tmp_path_factory.mktemp("e2e"))
+    running = PIPELINE.take(tmp_path_factory)
     yield running
     running.stop()
 

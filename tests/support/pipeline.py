@@ -168,9 +168,8 @@ def pipeline_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_pipeline(
-    data_dir: Path, args: tuple[str, ...] = (), timeout: float = 60.0, **extra: str
-) -> Pipeline:
+def spawn_pipeline(data_dir: Path, args: tuple[str, ...] = (), **extra: str) -> Pipeline:
+    """`clickstream run` started, not waited for (`wait_ready`)."""
     env = pipeline_env(data_dir, **extra)
     log_path = data_dir / "pipeline.log"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +181,7 @@ def start_pipeline(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    pipeline = Pipeline(
+    return Pipeline(
         process,
         env,
         int(env["CLICKSTREAM_HTTP_PORT"]),
@@ -191,6 +190,11 @@ def start_pipeline(
         int(env["CLICKSTREAM_PROCESSOR_PORT"]),
         log_path,
     )
+
+
+def wait_ready(pipeline: Pipeline, timeout: float = 60.0) -> Pipeline:
+    """Every role answers its health check (or the pipeline is stopped and this raises)."""
+    process = pipeline.process
     deadline = time.monotonic() + timeout
     urls = [
         f"{pipeline.collector}/healthz",
@@ -210,3 +214,45 @@ def start_pipeline(
         else:
             time.sleep(0.2)
     return pipeline
+
+
+def start_pipeline(
+    data_dir: Path, args: tuple[str, ...] = (), timeout: float = 60.0, **extra: str
+) -> Pipeline:
+    return wait_ready(spawn_pipeline(data_dir, args, **extra), timeout)
+
+
+class Prestart:
+    """A module's pipeline, started in the background before the module runs: at the
+    first test of the session (tests/conftest.py), while the unit tests keep one core
+    busy and the other idle, the start-ups (10-15 s of imports and topic set-up each)
+    cost next to nothing. Declared at import, `PIPELINE = prestart(__name__, "name", **env)`;
+    the module's fixture calls `PIPELINE.take(tmp_path_factory)` (which starts it now
+    if it was not started early: a module run alone, or CLICKSTREAM_TEST_PRESTART=0)."""
+
+    def __init__(self, module: str, name: str, extra: dict[str, str]):
+        self.module, self.name, self.extra = module, name, extra
+        self.started: Pipeline | None = None
+
+    def spawn(self, tmp_path_factory) -> None:
+        if self.started is None:
+            self.started = spawn_pipeline(tmp_path_factory.mktemp(self.name), **self.extra)
+
+    def take(self, tmp_path_factory, timeout: float = 60.0) -> Pipeline:
+        self.spawn(tmp_path_factory)
+        started, self.started = self.started, None
+        return wait_ready(started, timeout)
+
+    def discard(self) -> None:
+        """Stop it if no test took it (a module deselected after all)."""
+        if self.started is not None:
+            self.started.stop_later()
+            self.started = None
+
+
+PRESTARTS: dict[str, Prestart] = {}  # by the module that uses it
+
+
+def prestart(module: str, name: str, **extra: str) -> Prestart:
+    PRESTARTS[module] = Prestart(module, name, extra)
+    return PRESTARTS[module]
