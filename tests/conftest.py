@@ -18,7 +18,7 @@ import pytest
 from stream import config
 from stream.broker import EmbeddedBroker
 from tests.support.examples import load_profile
-from tests.support.pipeline import PRESTARTS, reap_stopped
+from tests.support.pipeline import PRESTARTS, line_up, reap_stopped, stop_lineup
 
 _names = itertools.count(1)
 load_profile()  # property tests: a share of their examples, CLICKSTREAM_HYPOTHESIS says which
@@ -91,26 +91,29 @@ def isolated_settings(request, chdb_url: str, data_dir: Path) -> Callable[..., c
     return build
 
 
+# Pipelines started ahead of the tests that take them (tests/support/pipeline.py,
+# `prestart`): each is 0.5-1 GB of memory while it waits.
+PRESTART_AHEAD = 3
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _prestart_pipelines(request, tmp_path_factory) -> Iterator[None]:
-    """Start the pipelines of the selected modules that declare one (tests/support/
-    pipeline.py, `prestart`) now, at the first test: they come up while the unit tests run."""
-    wanted = {}
+    """Line up the pipelines the selected tests declared, in the order of the tests, and
+    start the first few now: they come up while the unit tests run."""
+    queue: list = []
     for item in request.session.items:
         module = getattr(item.module, "__name__", "")
-        if module in PRESTARTS:
-            wanted[module] = PRESTARTS[module]
-        elif (
+        found = PRESTARTS.get(module, [])
+        if (
             "pipeline" in item.fixturenames
             and not hasattr(item.module, "pipeline")  # no fixture of its own: the shared one
             and module.startswith("tests.integration.")
         ):
-            wanted["shared"] = PRESTARTS["shared"]  # tests/integration/conftest.py
-    for pipeline in wanted.values():
-        pipeline.spawn(tmp_path_factory)
+            found = PRESTARTS.get("shared", [])  # tests/integration/conftest.py
+        queue += [p for p in found if p not in queue]
+    line_up(queue, tmp_path_factory, PRESTART_AHEAD)
     yield
-    for pipeline in PRESTARTS.values():
-        pipeline.discard()
+    stop_lineup()
 
 
 _ORDER = {"unit": 0, "integration": 1, "browser": 2}

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from tests.integration.test_journey_pipeline import HOUR_MS, journey
-from tests.support.pipeline import start_pipeline
+from tests.support.pipeline import prestart, start_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +37,15 @@ def wait_until(pipeline, query: str, check, timeout: float = 40.0):
     raise AssertionError(f"{query!r} still gives {rows!r}\n{pipeline.log_tail(60)}")
 
 
-def test_a_customer_returning_after_a_restart_reaches_retention(tmp_path):
-    data_dir = tmp_path / "data"
+FIRST_RUN = prestart(__name__, "restart")
+
+
+def test_a_customer_returning_after_a_restart_reaches_retention(tmp_path_factory):
     buyer = f"buyer-{uuid.uuid4().hex[:8]}"
     now = int(time.time() * 1000)
 
-    pipeline = start_pipeline(data_dir)
+    pipeline = FIRST_RUN.take(tmp_path_factory)
+    data_dir = pipeline.log_path.parent
     try:
         first_visit = journey(
             buyer,

@@ -30,7 +30,7 @@ import pytest
 from stream.broker import EmbeddedBroker, port_in_use
 from stream.config import REPO_ROOT
 from stream.procs import port_holders
-from tests.support.pipeline import Pipeline, http, pipeline_env, start_pipeline
+from tests.support.pipeline import Pipeline, http, pipeline_env, prestart
 
 pytestmark = pytest.mark.integration
 
@@ -282,8 +282,12 @@ def runner_errors(log: str) -> list[str]:
     return [line for line in log.splitlines() if runner.search(line.strip())]
 
 
-def test_sigkill_of_the_runner_leaves_no_process_and_no_port(tmp_path):
-    p = start_pipeline(tmp_path / "run")
+SIGKILLED = prestart(__name__, "sigkilled")
+DRAINED = prestart(__name__, "drained")
+
+
+def test_sigkill_of_the_runner_leaves_no_process_and_no_port(tmp_path_factory):
+    p = SIGKILLED.take(tmp_path_factory)
     tree = Tree(p.process.pid)
     load = Load(p).start()
     try:
@@ -348,10 +352,10 @@ def count_rows(data_dir: Path, queries: list[str]) -> list[int]:
     return [int(line) for line in result.stdout.split()]
 
 
-def test_events_accepted_before_a_clean_stop_are_stored_before_it_ends(tmp_path):
+def test_events_accepted_before_a_clean_stop_are_stored_before_it_ends(tmp_path_factory):
     """Post N events, one SIGINT at once: the drain waits for the processor and the sink,
     so every event and every visitor's row is in ClickHouse when the runner is gone."""
-    p = start_pipeline(tmp_path / "run")
+    p = DRAINED.take(tmp_path_factory)
     visitors, per_visitor, batch = 500, 6, 250
     events = [
         {
@@ -376,7 +380,7 @@ def test_events_accepted_before_a_clean_stop_are_stored_before_it_ends(tmp_path)
     assert p.process.returncode == 0, log
     assert "drained: every accepted event is processed and stored" in log, log
     stored, seen = count_rows(
-        tmp_path / "run",
+        p.log_path.parent,
         [
             "SELECT count() FROM clickstream.events FINAL WHERE message_id LIKE 'drain-%'",
             "SELECT count() FROM clickstream.visitors FINAL WHERE anonymous_id LIKE 'drain-%'",

@@ -223,36 +223,73 @@ def start_pipeline(
 
 
 class Prestart:
-    """A module's pipeline, started in the background before the module runs: at the
-    first test of the session (tests/conftest.py), while the unit tests keep one core
-    busy and the other idle, the start-ups (10-15 s of imports and topic set-up each)
-    cost next to nothing. Declared at import, `PIPELINE = prestart(__name__, "name", **env)`;
-    the module's fixture calls `PIPELINE.take(tmp_path_factory)` (which starts it now
-    if it was not started early: a module run alone, or CLICKSTREAM_TEST_PRESTART=0)."""
+    """A pipeline started in the background before its test needs it: declared at import,
+    `PIPELINE = prestart(__name__, "name", **env)`, taken by the test or fixture with
+    `PIPELINE.take(tmp_path_factory)` (which starts it then if it was not started early:
+    a module run alone). tests/conftest.py lines up the selected modules' prestarts in
+    the order of their tests and keeps the next few started: the first while the unit
+    tests leave a core idle, each next one while the tests before it wait on the
+    pipeline. A start-up is 10-15 s of imports and topic set-up on 2 cores."""
 
     def __init__(self, module: str, name: str, extra: dict[str, str]):
         self.module, self.name, self.extra = module, name, extra
         self.started: Pipeline | None = None
+        self.taken = False
 
     def spawn(self, tmp_path_factory) -> None:
-        if self.started is None:
+        if self.started is None and not self.taken:
             self.started = spawn_pipeline(tmp_path_factory.mktemp(self.name), **self.extra)
 
     def take(self, tmp_path_factory, timeout: float = 60.0) -> Pipeline:
         self.spawn(tmp_path_factory)
-        started, self.started = self.started, None
+        started, self.started, self.taken = self.started, None, True
+        _LINEUP.refill()
         return wait_ready(started, timeout)
 
     def discard(self) -> None:
-        """Stop it if no test took it (a module deselected after all)."""
+        """Stop it if no test took it (a test deselected or skipped after all)."""
         if self.started is not None:
             self.started.stop_later()
             self.started = None
 
 
-PRESTARTS: dict[str, Prestart] = {}  # by the module that uses it
+class _Lineup:
+    """The prestarts of a session in the order their tests run, `ahead` of them started."""
+
+    def __init__(self) -> None:
+        self.queue: list[Prestart] = []
+        self.factory = None
+        self.ahead = 0
+
+    def start(self, queue: list[Prestart], tmp_path_factory, ahead: int) -> None:
+        self.queue, self.factory, self.ahead = list(queue), tmp_path_factory, ahead
+        self.refill()
+
+    def refill(self) -> None:
+        self.queue = [p for p in self.queue if not p.taken]
+        for pipeline in self.queue[: self.ahead]:
+            pipeline.spawn(self.factory)
+
+    def stop(self) -> None:
+        for pipeline in self.queue:
+            pipeline.discard()
+        self.queue = []
+
+
+_LINEUP = _Lineup()
+PRESTARTS: dict[str, list[Prestart]] = {}  # by the module that declares them
 
 
 def prestart(module: str, name: str, **extra: str) -> Prestart:
-    PRESTARTS[module] = Prestart(module, name, extra)
-    return PRESTARTS[module]
+    pipeline = Prestart(module, name, extra)
+    PRESTARTS.setdefault(module, []).append(pipeline)
+    return pipeline
+
+
+def line_up(queue: list[Prestart], tmp_path_factory, ahead: int) -> None:
+    """Start the first `ahead` of `queue`, and each next one as one is taken."""
+    _LINEUP.start(queue, tmp_path_factory, ahead)
+
+
+def stop_lineup() -> None:
+    _LINEUP.stop()
