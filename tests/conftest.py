@@ -102,12 +102,13 @@ def _prestart_pipelines(request, tmp_path_factory) -> Iterator[None]:
     start the first few now: they come up while the unit tests run."""
     queue: list = []
     for item in request.session.items:
-        module = getattr(item.module, "__name__", "")
-        found = PRESTARTS.get(module, [])
+        module = getattr(item, "module", None)
+        name = getattr(module, "__name__", "")
+        found = PRESTARTS.get(name, [])
         if (
-            "pipeline" in item.fixturenames
-            and not hasattr(item.module, "pipeline")  # no fixture of its own: the shared one
-            and module.startswith("tests.integration.")
+            "pipeline" in getattr(item, "fixturenames", ())
+            and not hasattr(module, "pipeline")  # no fixture of its own: the shared one
+            and name.startswith("tests.integration.")
         ):
             found = PRESTARTS.get("shared", [])  # tests/integration/conftest.py
         queue += [p for p in found if p not in queue]

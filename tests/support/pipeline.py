@@ -231,14 +231,16 @@ class Prestart:
     tests leave a core idle, each next one while the tests before it wait on the
     pipeline. A start-up is 10-15 s of imports and topic set-up on 2 cores."""
 
-    def __init__(self, module: str, name: str, extra: dict[str, str]):
+    def __init__(self, module: str, name: str, extra: dict[str, str], more=None):
         self.module, self.name, self.extra = module, name, extra
+        self.more = more  # () -> more settings, made at the start (e.g. a shop's origin)
         self.started: Pipeline | None = None
         self.taken = False
 
     def spawn(self, tmp_path_factory) -> None:
         if self.started is None and not self.taken:
-            self.started = spawn_pipeline(tmp_path_factory.mktemp(self.name), **self.extra)
+            extra = {**self.extra, **(self.more() if self.more else {})}
+            self.started = spawn_pipeline(tmp_path_factory.mktemp(self.name), **extra)
 
     def take(self, tmp_path_factory, timeout: float = 60.0) -> Pipeline:
         self.spawn(tmp_path_factory)
@@ -280,8 +282,8 @@ _LINEUP = _Lineup()
 PRESTARTS: dict[str, list[Prestart]] = {}  # by the module that declares them
 
 
-def prestart(module: str, name: str, **extra: str) -> Prestart:
-    pipeline = Prestart(module, name, extra)
+def prestart(module: str, name: str, more=None, **extra: str) -> Prestart:
+    pipeline = Prestart(module, name, extra, more)
     PRESTARTS.setdefault(module, []).append(pipeline)
     return pipeline
 
