@@ -18,7 +18,7 @@ import pytest
 from stream import config
 from stream.broker import EmbeddedBroker
 from tests.support.examples import load_profile
-from tests.support.pipeline import PRESTARTS, line_up, reap_stopped, stop_lineup
+from tests.support.pipeline import PRESTARTS, Prestart, reap_stopped
 
 _names = itertools.count(1)
 load_profile()  # property tests: a share of their examples, CLICKSTREAM_HYPOTHESIS says which
@@ -91,30 +91,67 @@ def isolated_settings(request, chdb_url: str, data_dir: Path) -> Callable[..., c
     return build
 
 
-# Pipelines started ahead of the tests that take them (tests/support/pipeline.py,
-# `prestart`): each is 0.5-1 GB of memory while it waits.
-PRESTART_AHEAD = 3
+# How many prestarted pipelines (tests/support/pipeline.py, `prestart`) start at the
+# first test, while the unit tests leave a core idle; each idles at a third of a core.
+PRESTART_FIRST = 3
+_DUE: dict[str, list[Prestart]] = {}  # node id -> the prestarts to start at its set-up
+_DONE: dict[str, list[Prestart]] = {}  # node id -> the prestarts to stop after it
+
+
+def _uses(item) -> list[Prestart]:
+    """The prestarts a test's module declared, or the shared pipeline if it takes that."""
+    module = getattr(item, "module", None)
+    name = getattr(module, "__name__", "")
+    if (
+        "pipeline" in getattr(item, "fixturenames", ())
+        and not hasattr(module, "pipeline")  # no fixture of its own: the shared one
+        and name.startswith("tests.integration.")
+    ):
+        return PRESTARTS.get("shared", [])  # tests/integration/conftest.py
+    return PRESTARTS.get(name, [])[:1]  # a module's next one starts as one is taken
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _prestart_pipelines(request, tmp_path_factory) -> Iterator[None]:
-    """Line up the pipelines the selected tests declared, in the order of the tests, and
-    start the first few now: they come up while the unit tests run."""
-    queue: list = []
-    for item in request.session.items:
-        module = getattr(item, "module", None)
-        name = getattr(module, "__name__", "")
-        found = PRESTARTS.get(name, [])
-        if (
-            "pipeline" in getattr(item, "fixturenames", ())
-            and not hasattr(module, "pipeline")  # no fixture of its own: the shared one
-            and name.startswith("tests.integration.")
-        ):
-            found = PRESTARTS.get("shared", [])  # tests/integration/conftest.py
-        queue += [p for p in found if p not in queue]
-    line_up(queue, tmp_path_factory, PRESTART_AHEAD)
+    """Start the first pipelines the selected tests declared now, and plan the others: each
+    starts when the module before its first test's begins. The shared one stops after
+    its last test."""
+    items = request.session.items
+    module_start: dict[str, int] = {}
+    first: dict[Prestart, int] = {}
+    last: dict[Prestart, int] = {}
+    for index, item in enumerate(items):
+        module_start.setdefault(item.nodeid.split("::")[0], index)
+        for pipeline in _uses(item):
+            first.setdefault(pipeline, index)
+            last[pipeline] = index
+    for n, (pipeline, index) in enumerate(sorted(first.items(), key=lambda kv: kv[1])):
+        pipeline.factory = tmp_path_factory
+        before = module_start[items[index - 1].nodeid.split("::")[0]] if index else 0
+        if n < PRESTART_FIRST or before == 0:
+            pipeline.spawn(tmp_path_factory)
+        else:
+            _DUE.setdefault(items[before].nodeid, []).append(pipeline)
+        if pipeline.module == "shared":
+            _DONE.setdefault(items[last[pipeline]].nodeid, []).append(pipeline)
     yield
-    stop_lineup()
+    for declared in PRESTARTS.values():
+        for pipeline in declared:
+            if pipeline.started is not None:  # never taken: its test was skipped
+                pipeline.release()
+
+
+def pytest_runtest_setup(item):
+    for pipeline in _DUE.pop(item.nodeid, []):
+        pipeline.spawn(pipeline.factory)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    result = yield
+    for pipeline in _DONE.pop(item.nodeid, []):
+        pipeline.release()
+    return result
 
 
 _ORDER = {"unit": 0, "integration": 1, "browser": 2}

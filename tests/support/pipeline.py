@@ -119,6 +119,8 @@ class Pipeline:
         """SIGTERM now; `reap_stopped()` waits for the exit at the end of the session. For
         fixtures: their pipeline's clean stop (seconds, mostly waiting on the sink's
         consumer group) overlaps the next tests instead of holding them up."""
+        if self.process in _STOPPING:
+            return  # a second signal would mean "stop faster"
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         _STOPPING.append(self.process)
@@ -226,72 +228,47 @@ class Prestart:
     """A pipeline started in the background before its test needs it: declared at import,
     `PIPELINE = prestart(__name__, "name", **env)`, taken by the test or fixture with
     `PIPELINE.take(tmp_path_factory)` (which starts it then if it was not started early:
-    a module run alone). tests/conftest.py lines up the selected modules' prestarts in
-    the order of their tests and keeps the next few started: the first while the unit
-    tests leave a core idle, each next one while the tests before it wait on the
-    pipeline. A start-up is 10-15 s of imports and topic set-up on 2 cores."""
+    a module run alone). A start-up is 10-15 s of imports and topic set-up on 2 cores,
+    and a started pipeline idles at about a third of a core: tests/conftest.py starts
+    the first few at the first test (the unit tests leave a core idle) and each other
+    one when the module before its own begins; a module's next one when its previous
+    one is taken."""
 
     def __init__(self, module: str, name: str, extra: dict[str, str], more=None):
         self.module, self.name, self.extra = module, name, extra
         self.more = more  # () -> more settings, made at the start (e.g. a shop's origin)
         self.started: Pipeline | None = None
-        self.taken = False
+        self.taken: Pipeline | None = None
+        self.then: Prestart | None = None  # the module's next one
+        self.factory = None
 
     def spawn(self, tmp_path_factory) -> None:
-        if self.started is None and not self.taken:
+        self.factory = tmp_path_factory
+        if self.started is None and self.taken is None:
             extra = {**self.extra, **(self.more() if self.more else {})}
             self.started = spawn_pipeline(tmp_path_factory.mktemp(self.name), **extra)
 
     def take(self, tmp_path_factory, timeout: float = 60.0) -> Pipeline:
         self.spawn(tmp_path_factory)
-        started, self.started, self.taken = self.started, None, True
-        _LINEUP.refill()
-        return wait_ready(started, timeout)
+        self.taken, self.started = self.started, None
+        if self.then is not None and self.factory is not None:
+            self.then.spawn(self.factory)
+        return wait_ready(self.taken, timeout)
 
-    def discard(self) -> None:
-        """Stop it if no test took it (a test deselected or skipped after all)."""
-        if self.started is not None:
-            self.started.stop_later()
-            self.started = None
-
-
-class _Lineup:
-    """The prestarts of a session in the order their tests run, `ahead` of them started."""
-
-    def __init__(self) -> None:
-        self.queue: list[Prestart] = []
-        self.factory = None
-        self.ahead = 0
-
-    def start(self, queue: list[Prestart], tmp_path_factory, ahead: int) -> None:
-        self.queue, self.factory, self.ahead = list(queue), tmp_path_factory, ahead
-        self.refill()
-
-    def refill(self) -> None:
-        self.queue = [p for p in self.queue if not p.taken]
-        for pipeline in self.queue[: self.ahead]:
-            pipeline.spawn(self.factory)
-
-    def stop(self) -> None:
-        for pipeline in self.queue:
-            pipeline.discard()
-        self.queue = []
+    def release(self) -> None:
+        """Stop it: no test needs it any more (not started, or already stopped: nothing)."""
+        for pipeline in (self.started, self.taken):
+            if pipeline is not None:
+                pipeline.stop_later()
 
 
-_LINEUP = _Lineup()
 PRESTARTS: dict[str, list[Prestart]] = {}  # by the module that declares them
 
 
 def prestart(module: str, name: str, more=None, **extra: str) -> Prestart:
     pipeline = Prestart(module, name, extra, more)
-    PRESTARTS.setdefault(module, []).append(pipeline)
+    declared = PRESTARTS.setdefault(module, [])
+    if declared:
+        declared[-1].then = pipeline
+    declared.append(pipeline)
     return pipeline
-
-
-def line_up(queue: list[Prestart], tmp_path_factory, ahead: int) -> None:
-    """Start the first `ahead` of `queue`, and each next one as one is taken."""
-    _LINEUP.start(queue, tmp_path_factory, ahead)
-
-
-def stop_lineup() -> None:
-    _LINEUP.stop()
