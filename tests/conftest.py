@@ -18,6 +18,7 @@ import pytest
 from stream import config
 from stream.broker import EmbeddedBroker
 from tests.support.examples import load_profile
+from tests.support.pipeline import PRESTARTS, Prestart, reap_stopped
 
 _names = itertools.count(1)
 load_profile()  # property tests: a share of their examples, CLICKSTREAM_HYPOTHESIS says which
@@ -90,6 +91,69 @@ def isolated_settings(request, chdb_url: str, data_dir: Path) -> Callable[..., c
     return build
 
 
+# How many prestarted pipelines (tests/support/pipeline.py, `prestart`) start at the
+# first test, while the unit tests leave a core idle; each idles at a third of a core.
+PRESTART_FIRST = 3
+_DUE: dict[str, list[Prestart]] = {}  # node id -> the prestarts to start at its set-up
+_DONE: dict[str, list[Prestart]] = {}  # node id -> the prestarts to stop after it
+
+
+def _uses(item) -> list[Prestart]:
+    """The prestarts a test's module declared, or the shared pipeline if it takes that."""
+    module = getattr(item, "module", None)
+    name = getattr(module, "__name__", "")
+    if (
+        "pipeline" in getattr(item, "fixturenames", ())
+        and not hasattr(module, "pipeline")  # no fixture of its own: the shared one
+        and name.startswith("tests.integration.")
+    ):
+        return PRESTARTS.get("shared", [])  # tests/integration/conftest.py
+    return PRESTARTS.get(name, [])[:1]  # a module's next one starts as one is taken
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prestart_pipelines(request, tmp_path_factory) -> Iterator[None]:
+    """Start the first pipelines the selected tests declared now, and plan the others: each
+    starts when the module before its first test's begins. The shared one stops after
+    its last test."""
+    items = request.session.items
+    module_start: dict[str, int] = {}
+    first: dict[Prestart, int] = {}
+    last: dict[Prestart, int] = {}
+    for index, item in enumerate(items):
+        module_start.setdefault(item.nodeid.split("::")[0], index)
+        for pipeline in _uses(item):
+            first.setdefault(pipeline, index)
+            last[pipeline] = index
+    for n, (pipeline, index) in enumerate(sorted(first.items(), key=lambda kv: kv[1])):
+        pipeline.factory = tmp_path_factory
+        before = module_start[items[index - 1].nodeid.split("::")[0]] if index else 0
+        if n < PRESTART_FIRST or before == 0:
+            pipeline.spawn(tmp_path_factory)
+        else:
+            _DUE.setdefault(items[before].nodeid, []).append(pipeline)
+        if pipeline.module == "shared":
+            _DONE.setdefault(items[last[pipeline]].nodeid, []).append(pipeline)
+    yield
+    for declared in PRESTARTS.values():
+        for pipeline in declared:
+            if pipeline.started is not None:  # never taken: its test was skipped
+                pipeline.release()
+
+
+def pytest_runtest_setup(item):
+    for pipeline in _DUE.pop(item.nodeid, []):
+        pipeline.spawn(pipeline.factory)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    result = yield
+    for pipeline in _DONE.pop(item.nodeid, []):
+        pipeline.release()
+    return result
+
+
 _ORDER = {"unit": 0, "integration": 1, "browser": 2}
 
 
@@ -104,3 +168,8 @@ def pytest_collection_modifyitems(config, items):
         return 1
 
     items.sort(key=rank)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The pipelines fixtures stopped without waiting have exited (or are killed)."""
+    reap_stopped()

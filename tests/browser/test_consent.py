@@ -17,7 +17,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.support.pipeline import free_port, start_pipeline
+from tests.support.pipeline import free_port, prestart
 
 pytestmark = pytest.mark.browser
 
@@ -82,15 +82,24 @@ class Shop:
         self.server.server_close()
 
 
+SHOPS: list[Shop] = []  # the shop, opened when its pipeline starts (it names its origin)
+
+
+def open_shop() -> dict[str, str]:
+    SHOPS.append(Shop())
+    return {"CLICKSTREAM_CORS_ORIGINS": SHOPS[-1].origin}
+
+
+PIPELINE = prestart(__name__, "consent-browser", more=open_shop)
+
+
 @pytest.fixture(scope="module")
 def shop_and_pipeline(tmp_path_factory):
-    shop = Shop()
-    running = start_pipeline(
-        tmp_path_factory.mktemp("consent-browser"), CLICKSTREAM_CORS_ORIGINS=shop.origin
-    )
+    running = PIPELINE.take(tmp_path_factory)
+    shop = SHOPS[-1]
     shop.page = PAGE.replace("COLLECTOR", running.collector)
     yield shop, running
-    running.stop()
+    running.stop_later()
     shop.stop()
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.support.pipeline import Pipeline, start_pipeline
+from tests.support.pipeline import Pipeline, prestart
 
 pytestmark = pytest.mark.browser
 
@@ -60,14 +60,16 @@ def fnv1a(text: str) -> str:
 EXPECTED_USER = "user-" + fnv1a(EMAIL.strip().lower())
 
 
+PIPELINE = prestart(
+    __name__, "demo-pipeline", CLICKSTREAM_WRITE_KEYS="test-write-key:test,dev-write-key:demo"
+)
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    running = start_pipeline(
-        tmp_path_factory.mktemp("demo-pipeline"),
-        CLICKSTREAM_WRITE_KEYS="test-write-key:test,dev-write-key:demo",
-    )
+    running = PIPELINE.take(tmp_path_factory)
     yield running
-    running.stop()
+    running.stop_later()
 
 
 @dataclass

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.support.pipeline import Pipeline, http, start_pipeline
+from tests.support.pipeline import Pipeline, http, prestart
 
 pytestmark = pytest.mark.browser
 
@@ -90,11 +90,14 @@ def visit(visitor: str, start_ms: int, names: list[str], sku: str, agent: str = 
     return calls
 
 
+PIPELINE = prestart(__name__, "journey-page")
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    running = start_pipeline(tmp_path_factory.mktemp("journey-page"))
+    running = PIPELINE.take(tmp_path_factory)
     yield running
-    running.stop()
+    running.stop_later()
 
 
 @pytest.fixture(scope="module")

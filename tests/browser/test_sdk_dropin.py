@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pipeline import Pipeline, free_port, start_pipeline
+from tests.support.pipeline import Pipeline, free_port, prestart
 
 pytestmark = pytest.mark.browser
 
@@ -160,24 +160,30 @@ def npm_packages():
         )
 
 
-@pytest.fixture(scope="module")
-def shop(npm_packages):
-    running = Shop({})
-    yield running
-    running.stop()
+SHOPS: list[Shop] = []  # the shop, opened when its pipeline starts (it names its origin)
+
+
+def open_shop() -> dict[str, str]:
+    SHOPS.append(Shop({}))
+    return {"CLICKSTREAM_CORS_ORIGINS": SHOPS[-1].origin}
+
+
+PIPELINE = prestart(
+    __name__,
+    "sdk-dropin",
+    more=open_shop,
+    CLICKSTREAM_WRITE_KEYS=(
+        f"{SEGMENT_KEY}:segment,{RUDDER_KEY}:rudderstack,"
+        f"{SEGMENT_BATCH_KEY}:segment_batch,{RUDDER_BEACON_KEY}:rudder_beacon"
+    ),
+    CLICKSTREAM_SNOWPLOW_APP_IDS=f"{SNOWPLOW_APP}:snowplow",
+)
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, shop):
-    running = start_pipeline(
-        tmp_path_factory.mktemp("sdk-dropin"),
-        CLICKSTREAM_WRITE_KEYS=(
-            f"{SEGMENT_KEY}:segment,{RUDDER_KEY}:rudderstack,"
-            f"{SEGMENT_BATCH_KEY}:segment_batch,{RUDDER_BEACON_KEY}:rudder_beacon"
-        ),
-        CLICKSTREAM_SNOWPLOW_APP_IDS=f"{SNOWPLOW_APP}:snowplow",
-        CLICKSTREAM_CORS_ORIGINS=shop.origin,
-    )
+def pipeline(tmp_path_factory, npm_packages):
+    running = PIPELINE.take(tmp_path_factory)
+    shop = SHOPS[-1]
     for sdk in WALKS:
         shop.pages[f"/{sdk}.html"] = page_html(sdk, running.collector, shop.origin)
     segment = page_html("segment", running.collector, shop.origin)
@@ -191,7 +197,13 @@ def pipeline(tmp_path_factory, shop):
     ).replace("configUrl:", "useBeacon: true, configUrl:")
     shop.pages["/pixel.html"] = PIXEL_PAGE.format(collector=running.collector)
     yield running
-    running.stop()
+    running.stop_later()
+    shop.stop()
+
+
+@pytest.fixture(scope="module")
+def shop(pipeline) -> Shop:
+    return SHOPS[-1]
 
 
 PIXEL_ID = "pixel-visitor-1"

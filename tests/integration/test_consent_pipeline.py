@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tests.support.pipeline import http, start_pipeline
+from tests.support.pipeline import http, prestart
 
 pytestmark = pytest.mark.integration
 
@@ -18,11 +18,14 @@ HOUR_MS = 3_600_000
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36"
 
 
+PIPELINE = prestart(__name__, "consent", CLICKSTREAM_HONOR_GPC="1")
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    running = start_pipeline(tmp_path_factory.mktemp("consent"), CLICKSTREAM_HONOR_GPC="1")
+    running = PIPELINE.take(tmp_path_factory)
     yield running
-    running.stop()
+    running.stop_later()
 
 
 def iso(ms: int) -> str:

@@ -6,9 +6,20 @@ import uuid
 import psutil
 import pytest
 
-from tests.support.pipeline import http
+from tests.support.pipeline import http, prestart
 
 pytestmark = pytest.mark.integration
+
+
+PIPELINE = prestart(__name__, "e2e")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """A pipeline of its own: the last test stops it."""
+    running = PIPELINE.take(tmp_path_factory)
+    yield running
+    running.stop()
 
 
 def make_events(n: int, visitor_prefix: str = "v") -> list[dict]:

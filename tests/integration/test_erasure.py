@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from stream import topics
-from tests.support.pipeline import http, start_pipeline
+from tests.support.pipeline import http, prestart
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +36,14 @@ ID_TABLES = {
 }
 
 
+PIPELINE = prestart(__name__, "erase", CLICKSTREAM_ADMIN_TOKEN=TOKEN, CLICKSTREAM_PARTITIONS="2")
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    running = start_pipeline(
-        tmp_path_factory.mktemp("erase"),
-        CLICKSTREAM_ADMIN_TOKEN=TOKEN,
-        CLICKSTREAM_PARTITIONS="2",
-    )
+    running = PIPELINE.take(tmp_path_factory)
     yield running
-    running.stop()
+    running.stop_later()
 
 
 def event(anonymous_id: str, user_id: str = "", kind: str = "Product Viewed") -> dict:

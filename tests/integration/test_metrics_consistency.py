@@ -1,6 +1,7 @@
 """Windowed metrics against the raw data: for a replayed (historic) dataset, every
 one-minute figure the processor emitted equals the same figure recomputed with SQL over
-the raw events and sessions in ClickHouse (bots excluded on both sides)."""
+the raw events and sessions in ClickHouse (bots excluded on both sides). The dataset is
+posted under a write key of its own (source 'metrics'): the pipeline is shared."""
 
 import itertools
 import time
@@ -8,6 +9,8 @@ import time
 import pytest
 
 from stream.simulate import Mix, generate
+from tests.integration.conftest import METRICS_KEY
+from tests.support.pipeline import basic_auth
 
 pytestmark = pytest.mark.integration
 
@@ -16,21 +19,21 @@ HOUR_MS = 3_600_000
 # figure in journey_metrics_1m -> (SQL over raw tables grouped by minute `w`)
 RAW = {
     "pageviews": "SELECT toStartOfMinute(ts) AS w, count() FROM clickstream.events FINAL "
-    "WHERE type IN ('page', 'screen') AND NOT is_bot AND source = 'test' GROUP BY w",
+    "WHERE type IN ('page', 'screen') AND NOT is_bot AND source = 'metrics' GROUP BY w",
     "engaged_seconds": "SELECT toStartOfMinute(ts) AS w, round(sum(JSONExtractFloat(properties, 'engaged_seconds')), 3) "
-    "FROM clickstream.events FINAL WHERE event = 'Page Ping' AND NOT is_bot AND source = 'test' GROUP BY w",
+    "FROM clickstream.events FINAL WHERE event = 'Page Ping' AND NOT is_bot AND source = 'metrics' GROUP BY w",
     "checkouts": "SELECT toStartOfMinute(ts) AS w, count() FROM clickstream.events FINAL "
-    "WHERE event = 'Checkout Started' AND NOT is_bot AND source = 'test' GROUP BY w",
+    "WHERE event = 'Checkout Started' AND NOT is_bot AND source = 'metrics' GROUP BY w",
     "orders": "SELECT toStartOfMinute(ts) AS w, uniqExact(visitor_id, JSONExtractString(properties, 'order_id')) "
-    "FROM clickstream.events FINAL WHERE event = 'Order Completed' AND NOT is_bot AND source = 'test' GROUP BY w",
+    "FROM clickstream.events FINAL WHERE event = 'Order Completed' AND NOT is_bot AND source = 'metrics' GROUP BY w",
     "sessions": "SELECT toStartOfMinute(started_at) AS w, count() FROM clickstream.sessions FINAL "
-    "WHERE NOT is_bot AND source = 'test' GROUP BY w",
+    "WHERE NOT is_bot AND source = 'metrics' GROUP BY w",
     "bounces": "SELECT toStartOfMinute(started_at) AS w, countIf(bounce) FROM clickstream.sessions FINAL "
-    "WHERE NOT is_bot AND source = 'test' GROUP BY w",
+    "WHERE NOT is_bot AND source = 'metrics' GROUP BY w",
     "sessions_purchase": "SELECT toStartOfMinute(started_at) AS w, countIf(stage_reached = 'purchase') "
-    "FROM clickstream.sessions FINAL WHERE NOT is_bot AND source = 'test' GROUP BY w",
+    "FROM clickstream.sessions FINAL WHERE NOT is_bot AND source = 'metrics' GROUP BY w",
     "stage_transitions": "SELECT toStartOfMinute(t.ts) AS w, count() FROM clickstream.stage_transitions AS t FINAL "
-    "WHERE t.visitor_id NOT IN (SELECT visitor_id FROM clickstream.events WHERE is_bot) AND t.source = 'test' GROUP BY w",
+    "WHERE t.visitor_id NOT IN (SELECT visitor_id FROM clickstream.events WHERE is_bot) AND t.source = 'metrics' GROUP BY w",
 }
 
 
@@ -44,7 +47,8 @@ def test_every_window_figure_equals_sql_over_raw_data(pipeline):
         itertools.islice(generate(7, 150, mix=Mix(conversion=0.2), base_time_ms=base), 2500)
     )
     for i in range(0, len(calls), 100):
-        status, answer = pipeline.post("/v1/batch", {"batch": calls[i : i + 100]})
+        batch = {"batch": calls[i : i + 100]}
+        status, answer = pipeline.post("/v1/batch", batch, headers=basic_auth(METRICS_KEY))
         assert status == 200 and answer["rejected"] == 0, answer
 
     # Everything is two or more hours old: once the partitions are idle their watermark
@@ -52,7 +56,7 @@ def test_every_window_figure_equals_sql_over_raw_data(pipeline):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         open_sessions = pipeline.sql(
-            "SELECT countIf(NOT closed), count() FROM clickstream.sessions FINAL WHERE source = 'test'"
+            "SELECT countIf(NOT closed), count() FROM clickstream.sessions FINAL WHERE source = 'metrics'"
         )
         if open_sessions[0][1] > 0 and open_sessions[0][0] == 0:
             break
@@ -63,7 +67,7 @@ def test_every_window_figure_equals_sql_over_raw_data(pipeline):
         windows = as_map(
             pipeline.sql(
                 f"SELECT window_start AS w, round(sum({figure}), 3) FROM clickstream.journey_metrics_1m FINAL "
-                "WHERE source = 'test' GROUP BY w"
+                "WHERE source = 'metrics' GROUP BY w"
             )
         )
         raw = as_map(pipeline.sql(sql))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.pipeline import free_port, http, start_pipeline
+from tests.support.pipeline import free_port, http
 
 pytestmark = pytest.mark.integration
 PROMETHEUS = shutil.which("prometheus")
@@ -27,8 +27,8 @@ def query(base: str, promql: str) -> list[dict]:
     PROMETHEUS is None,
     reason="prometheus is not installed (tests/setup_tools.py installs it as root)",
 )
-def test_prometheus_scrapes_the_pipeline(tmp_path):
-    running = start_pipeline(tmp_path / "pipeline")
+def test_prometheus_scrapes_the_pipeline(tmp_path, pipeline):
+    running = pipeline  # the shared one: its counters only have to exist and move
     prom = None
     try:
         config = yaml.safe_load(Path("deploy/prometheus/prometheus.local.yml").read_text())
@@ -131,4 +131,3 @@ def test_prometheus_scrapes_the_pipeline(tmp_path):
         if prom is not None:
             prom.terminate()
             prom.wait(10)
-        running.stop()

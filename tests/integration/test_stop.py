@@ -30,7 +30,7 @@ import pytest
 from stream.broker import EmbeddedBroker, port_in_use
 from stream.config import REPO_ROOT
 from stream.procs import port_holders
-from tests.support.pipeline import Pipeline, http, pipeline_env, start_pipeline
+from tests.support.pipeline import Pipeline, http, pipeline_env, prestart
 
 pytestmark = pytest.mark.integration
 
@@ -217,13 +217,26 @@ def hard_stop(p: Pipeline) -> None:
         p.process.wait()
 
 
+# The cycles that stop a ready pipeline take one started ahead (tests/support/pipeline.py).
+READY = {
+    cycle: prestart(__name__, f"cycle-{cycle}", CLICKSTREAM_STOP_DRAIN_SECONDS="10")
+    for cycle, (_, _, phase) in enumerate(CYCLES)
+    if phase != "starting"
+}
+
+
 @pytest.mark.parametrize(
-    "signals,target,phase",
-    CYCLES,
+    "cycle,signals,target,phase",
+    [(i, *combo) for i, combo in enumerate(CYCLES)],
     ids=[f"{n}x-{t}-{ph}-{i}" for i, (n, t, ph) in enumerate(CYCLES)],
 )
-def test_cycle_stop_with_signals_in_a_row(tmp_path, signals, target, phase):
-    p = spawn(tmp_path / "run", CLICKSTREAM_STOP_DRAIN_SECONDS="10")
+def test_cycle_stop_with_signals_in_a_row(
+    tmp_path, tmp_path_factory, cycle, signals, target, phase
+):
+    if phase == "starting":
+        p = spawn(tmp_path / "run", CLICKSTREAM_STOP_DRAIN_SECONDS="10")
+    else:
+        p = READY[cycle].take(tmp_path_factory)
     tree = Tree(p.process.pid)
     load = None
     try:
@@ -282,8 +295,12 @@ def runner_errors(log: str) -> list[str]:
     return [line for line in log.splitlines() if runner.search(line.strip())]
 
 
-def test_sigkill_of_the_runner_leaves_no_process_and_no_port(tmp_path):
-    p = start_pipeline(tmp_path / "run")
+SIGKILLED = prestart(__name__, "sigkilled")
+DRAINED = prestart(__name__, "drained")
+
+
+def test_sigkill_of_the_runner_leaves_no_process_and_no_port(tmp_path_factory):
+    p = SIGKILLED.take(tmp_path_factory)
     tree = Tree(p.process.pid)
     load = Load(p).start()
     try:
@@ -348,10 +365,10 @@ def count_rows(data_dir: Path, queries: list[str]) -> list[int]:
     return [int(line) for line in result.stdout.split()]
 
 
-def test_events_accepted_before_a_clean_stop_are_stored_before_it_ends(tmp_path):
+def test_events_accepted_before_a_clean_stop_are_stored_before_it_ends(tmp_path_factory):
     """Post N events, one SIGINT at once: the drain waits for the processor and the sink,
     so every event and every visitor's row is in ClickHouse when the runner is gone."""
-    p = start_pipeline(tmp_path / "run")
+    p = DRAINED.take(tmp_path_factory)
     visitors, per_visitor, batch = 500, 6, 250
     events = [
         {
@@ -376,7 +393,7 @@ def test_events_accepted_before_a_clean_stop_are_stored_before_it_ends(tmp_path)
     assert p.process.returncode == 0, log
     assert "drained: every accepted event is processed and stored" in log, log
     stored, seen = count_rows(
-        tmp_path / "run",
+        p.log_path.parent,
         [
             "SELECT count() FROM clickstream.events FINAL WHERE message_id LIKE 'drain-%'",
             "SELECT count() FROM clickstream.visitors FINAL WHERE anonymous_id LIKE 'drain-%'",

@@ -30,8 +30,18 @@ def examples(full: int, profile: str = PROFILE) -> int:
     return max(min(MINIMUM, full), round(full * SHARES[profile]))
 
 
+# How long Hypothesis may shrink a failing example before reporting it, per profile
+# (Hypothesis's own bound is 300 s, pytest-timeout's too: a failure found in the default
+# suite was reported as a timeout, its assertion lost, after 5 minutes).
+SHRINK_SECONDS = {"quick": 30, "full": 120, "thorough": 300}
+
+
 def load_profile() -> None:
     """Register the profiles and load the chosen one (from tests/conftest.py)."""
     for name in SHARES:
         settings.register_profile(name, max_examples=examples(100, name))
     settings.load_profile(PROFILE)
+    from hypothesis.internal.conjecture import engine  # no public setting for this bound
+
+    if hasattr(engine, "MAX_SHRINKING_SECONDS"):
+        engine.MAX_SHRINKING_SECONDS = SHRINK_SECONDS[PROFILE]

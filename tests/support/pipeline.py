@@ -112,12 +112,39 @@ class Pipeline:
         started = time.monotonic()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        _reap(self.process, started + timeout)
         return time.monotonic() - started
+
+    def stop_later(self) -> None:
+        """SIGTERM now; `reap_stopped()` waits for the exit at the end of the session. For
+        fixtures: their pipeline's clean stop (seconds, mostly waiting on the sink's
+        consumer group) overlaps the next tests instead of holding them up."""
+        if self.process in _STOPPING:
+            return  # a second signal would mean "stop faster"
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        _STOPPING.append(self.process)
+
+
+# Pipelines told to stop by `stop_later`, not yet waited for.
+_STOPPING: list[subprocess.Popen] = []
+
+
+def _reap(process: subprocess.Popen, deadline: float) -> None:
+    """Wait for the exit until `deadline`, then kill the whole process group."""
+    try:
+        process.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def reap_stopped(timeout: float = 15.0) -> None:
+    """Wait for every pipeline stopped by `stop_later` (tests/conftest.py, session end):
+    nothing the suite started outlives it."""
+    deadline = time.monotonic() + timeout
+    while _STOPPING:
+        _reap(_STOPPING.pop(), deadline)
 
 
 def pipeline_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -143,9 +170,8 @@ def pipeline_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_pipeline(
-    data_dir: Path, args: tuple[str, ...] = (), timeout: float = 60.0, **extra: str
-) -> Pipeline:
+def spawn_pipeline(data_dir: Path, args: tuple[str, ...] = (), **extra: str) -> Pipeline:
+    """`clickstream run` started, not waited for (`wait_ready`)."""
     env = pipeline_env(data_dir, **extra)
     log_path = data_dir / "pipeline.log"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +183,7 @@ def start_pipeline(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    pipeline = Pipeline(
+    return Pipeline(
         process,
         env,
         int(env["CLICKSTREAM_HTTP_PORT"]),
@@ -166,6 +192,11 @@ def start_pipeline(
         int(env["CLICKSTREAM_PROCESSOR_PORT"]),
         log_path,
     )
+
+
+def wait_ready(pipeline: Pipeline, timeout: float = 60.0) -> Pipeline:
+    """Every role answers its health check (or the pipeline is stopped and this raises)."""
+    process = pipeline.process
     deadline = time.monotonic() + timeout
     urls = [
         f"{pipeline.collector}/healthz",
@@ -184,4 +215,60 @@ def start_pipeline(
             urls.pop(0)
         else:
             time.sleep(0.2)
+    return pipeline
+
+
+def start_pipeline(
+    data_dir: Path, args: tuple[str, ...] = (), timeout: float = 60.0, **extra: str
+) -> Pipeline:
+    return wait_ready(spawn_pipeline(data_dir, args, **extra), timeout)
+
+
+class Prestart:
+    """A pipeline started in the background before its test needs it: declared at import,
+    `PIPELINE = prestart(__name__, "name", **env)`, taken by the test or fixture with
+    `PIPELINE.take(tmp_path_factory)` (which starts it then if it was not started early:
+    a module run alone). A start-up is 10-15 s of imports and topic set-up on 2 cores,
+    and a started pipeline idles at about a third of a core: tests/conftest.py starts
+    the first few at the first test (the unit tests leave a core idle) and each other
+    one when the module before its own begins; a module's next one when its previous
+    one is taken."""
+
+    def __init__(self, module: str, name: str, extra: dict[str, str], more=None):
+        self.module, self.name, self.extra = module, name, extra
+        self.more = more  # () -> more settings, made at the start (e.g. a shop's origin)
+        self.started: Pipeline | None = None
+        self.taken: Pipeline | None = None
+        self.then: Prestart | None = None  # the module's next one
+        self.factory = None
+
+    def spawn(self, tmp_path_factory) -> None:
+        self.factory = tmp_path_factory
+        if self.started is None and self.taken is None:
+            extra = {**self.extra, **(self.more() if self.more else {})}
+            self.started = spawn_pipeline(tmp_path_factory.mktemp(self.name), **extra)
+
+    def take(self, tmp_path_factory, timeout: float = 60.0) -> Pipeline:
+        self.spawn(tmp_path_factory)
+        self.taken, self.started = self.started, None
+        if self.then is not None and self.factory is not None:
+            self.then.spawn(self.factory)
+        return wait_ready(self.taken, timeout)
+
+    def release(self) -> None:
+        """Stop it: no test needs it any more (not started, or already stopped: nothing)."""
+        for pipeline in (self.started, self.taken):
+            if pipeline is not None:
+                pipeline.stop_later()
+
+
+PRESTARTS: dict[str, list[Prestart]] = {}  # by the module that declares them
+
+
+def prestart(module: str, name: str, more=None, **extra: str) -> Prestart:
+    pipeline = Prestart(module, name, extra, more)
+    declared = PRESTARTS.setdefault(module, [])
+    if declared:
+        declared[-1].then = pipeline
+    declared.append(pipeline)
     return pipeline
