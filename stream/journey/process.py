@@ -344,9 +344,11 @@ def _close(
     while len(state.closed) > MAX_CLOSED_KEPT:
         gone = state.closed.pop(0)
         # Events that the forgotten session could have taken are late from now on,
-        # up to where a session still held begins.
-        held = [o.start for o in (*state.sessions, *state.closed) if o is not s]
-        state.floor = max(state.floor, min([reach(gone, rules), *held, s.start]))
+        # up to where a session still held begins. `gone` can be `s` itself (a late
+        # event reopened the oldest kept session, which closes again): then nothing may
+        # start it afresh under its old id, so its start is not one still held.
+        held = [o.start for o in (*state.sessions, *state.closed) if o is not gone]
+        state.floor = max(state.floor, min([reach(gone, rules), *held]))
     out.closed.append(s)
     out.sessions.append(records.session_summary(state, s, reason))
     if s.is_bot or s.orders or state.last_order_ts >= s.start:

@@ -214,3 +214,31 @@ def test_a_reopened_session_does_not_grow_over_a_closed_one_after_it() -> None:
     spans = sorted((s.start, s.end) for s in [*state.sessions, *state.closed])
     assert len(spans) == 3
     assert all(a_end < b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans)), spans
+
+
+def test_a_forgotten_reopened_session_is_never_started_again_under_its_id() -> None:
+    """Found by the property tests: a late event reopens the oldest kept closed session;
+    when it closes again it is the one forgotten (MAX_CLOSED_KEPT), so the next event of
+    its time must be late. It used to open a new session with the same id, whose
+    summaries went back to version 2 and to the first stage (the sink kept the old row)."""
+    rules = SessionRules(timeout_ms=MIN, max_ms=10 * MIN, lateness_ms=0)
+    steps = [(T0, T0)] + [
+        (T0 + i * MIN, T0 + i * MIN) for i in range(1, MAX_CLOSED_KEPT + 1)
+    ]  # the first session, then one a minute: the first is the oldest kept closed one
+    steps += [(T0, T0 + 60 * MIN), "tick", (T0, T0 + 60 * MIN)]  # reopen; close; again
+    state, summaries, last = None, {}, None
+    for offset, step in enumerate(steps):
+        if step == "tick":
+            last = tick(state, T0 + 120 * MIN, rules, MACHINE)
+        else:
+            ts, arrival = step
+            e = event(ts=ts, message_id=f"m{offset}")
+            e["received_at"] = arrival
+            last = apply(state, e, offset, rules, MACHINE)
+        state = last.state or state
+        for s in last.sessions:
+            before = summaries.get(s["session_id"])
+            assert before is None or s["version"] > before["version"], (before, s)
+            summaries[s["session_id"]] = s
+    assert last.late and not last.applied
+    assert state.floor > T0
