@@ -187,7 +187,9 @@ def summarize(raw_path: str, top: int = 40) -> dict:
     for thread, samples in stacks.items():
         total = sum(n for _, n in samples)
         waiting = sum(n for frames, n in samples if _waiting(frames))
-        agent = any("create_app.<locals>.process" in f for frames, _ in samples for f in frames)
+        agent = "MainThread" in thread or any(
+            "Step._run" in f for frames, _ in samples for f in frames
+        )
         threads[thread] = (total, waiting, agent)
     main = max(threads, key=lambda t: (threads[t][2], threads[t][0]))
     total, waiting, _ = threads[main]
