@@ -25,13 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
 from stream import config
 from stream.broker import EmbeddedBroker, create_topics
 from stream.journey.state import SessionState, VisitorState, encode_state
 from stream.metrics.windows import PartitionRecord, partition_key
+from stream.partitioning import partition_of
 from stream.restore import changelog_ends, restore
 from stream.sink import rows
 from stream.sink.clickhouse import connect
@@ -118,7 +118,7 @@ def fill(client, settings: config.Settings, visitors: int) -> int:
         key = f"visitor-{i:08d}".encode()
         value = visitor_state(i)
         total_bytes += len(value)
-        partition = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+        partition = partition_of(key, settings.partitions)
         block.append(["visitors", partition, key, value, 0, rows.state_version(1, i), BASE_MS])
         if len(block) == 20_000:
             client.insert(table, block, column_names=columns)

@@ -41,11 +41,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
 from stream import topics
 from stream.config import Settings
+from stream.partitioning import partition_of
 from stream.privacy.suppressions import reseed as reseed_suppressions
 from stream.processor.rebase import rebase
 from stream.procs import die_with_parent
@@ -162,7 +162,7 @@ async def restore(settings: Settings, client, *, block: int = BLOCK, console=Non
                         report.unknown_table += 1
                         continue
                     if table in REHOMED_BY_KEY:
-                        home = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+                        home = partition_of(key, settings.partitions)
                         if home != partition:  # archived under another partition count
                             partition = home
                             report.rehomed += 1
