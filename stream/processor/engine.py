@@ -360,7 +360,7 @@ class _Batch:
                 part.schedule.plan(visitor, look)
         for _, visitor in sorted(due_now):
             try:
-                outcome, deltas, state = self._tick(self.state_of(visitor), clock.clock)
+                outcome, deltas, state = self._tick(self.state_of(visitor), clock.clock)  # type: ignore[arg-type]
             except Exception:
                 self._rebuild(visitor)
                 raise
@@ -372,11 +372,11 @@ class _Batch:
                 # Idle for the state TTL: forgotten (its last snapshot stays in ClickHouse).
                 # Deleted inside stream processing: it is in the changelog.
                 STATES_EXPIRED.inc()
-                if outcome.state.user_id:  # its person forgets the device too
+                if outcome.state.user_id:  # type: ignore[union-attr]  # its person forgets the device too
                     self.result.outputs.append(
                         Output(
                             engine.out_topics["identities"],
-                            outcome.state.user_id.encode(),
+                            outcome.state.user_id.encode(),  # type: ignore[union-attr]
                             gone_record(visitor),
                         )
                     )
@@ -387,7 +387,7 @@ class _Batch:
 
     # --- one visitor's steps (in place) ------------------------------------------
     def _apply(
-        self, state: VisitorState | None, offset: int, partition: int, event: dict
+        self, state: VisitorState | None, offset: int, partition: int, event: Any
     ) -> tuple[Outcome, list[Delta]]:
         engine = self.engine
         orders_before = 0 if state is None else state.orders
