@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -81,6 +81,17 @@ def is_tick(key: bytes | None) -> bool:
     return key == TICK_KEY
 
 
+class Consumed(Protocol):
+    """What the engine reads of a consumed record: a Record below, an aiokafka
+    ConsumerRecord or a Faust Message (a Protocol: compiled code checks no class)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One consumed Kafka record, as the engine needs it."""
@@ -89,7 +100,7 @@ class Record:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +173,7 @@ class Engine:
     # --- the batch --------------------------------------------------------
     def run(
         self,
-        records: Iterable[Record],
+        records: Iterable[Consumed],
         load: Callable[[bytes], bytes | None],
         load_row: Callable[[bytes], bytes | None],
         scan: Callable[[int], Iterable[tuple[bytes, bytes | None]]],
@@ -183,7 +194,7 @@ class Engine:
                 batch.dead_letter(record, exc)
         return batch.finish()
 
-    def link(self, records: Iterable[Record], load: Callable[[str], bytes | None]) -> BatchResult:
+    def link(self, records: Iterable[Consumed], load: Callable[[str], bytes | None]) -> BatchResult:
         """A batch of identified visitors' states (from the identities topic): each folded
         into its person, the changed customer records out, one state per person."""
         result = BatchResult()
@@ -227,7 +238,7 @@ class Engine:
         expiry = state.last_arrival + self.ttl_ms
         return expiry if at is None else min(at, expiry)
 
-    def _dead_letter(self, record: Record, exc: Exception) -> Output:
+    def _dead_letter(self, record: Consumed, exc: Exception) -> Output:
         reason = f"processor: {type(exc).__name__}: {exc}"[:500]
         PROCESSING_FAILURES.labels(type(exc).__name__).inc()
         invalid = InvalidRecord(
@@ -307,7 +318,7 @@ class _Batch:
             pending.add(key)
 
     # --- records --------------------------------------------------------------
-    def on_event(self, record: Record) -> None:
+    def on_event(self, record: Consumed) -> None:
         event = orjson.loads(record.value)
         visitor = event["visitor_id"]
         partition = record.partition
@@ -335,7 +346,7 @@ class _Batch:
         self.result.last_received_at = max(self.result.last_received_at, received)
         self.processed[event.get("source", "")] += 1
 
-    def on_tick(self, record: Record) -> None:
+    def on_tick(self, record: Consumed) -> None:
         now = int(orjson.loads(record.value)["now"])
         partition = record.partition
         clock = self.clock(partition)
@@ -476,7 +487,7 @@ class _Batch:
                     Output(out["identities"], user.encode(), encode_state(outcome.state))
                 )
 
-    def _left_out(self, record: Record, event: dict[str, Any], state: VisitorState) -> Output:
+    def _left_out(self, record: Consumed, event: dict[str, Any], state: VisitorState) -> Output:
         """An event older than what the visitor's state still holds: kept raw (the
         events table has it), left out of the journey, and said so in invalid_events."""
         invalid = InvalidRecord(
@@ -493,7 +504,7 @@ class _Batch:
         )
         return Output(self.engine.out_topics["invalid"], record.key or b"", orjson.dumps(invalid))
 
-    def dead_letter(self, record: Record, exc: Exception) -> None:
+    def dead_letter(self, record: Consumed, exc: Exception) -> None:
         self.result.outputs.append(self.engine._dead_letter(record, exc))
 
     def finish(self) -> BatchResult:
