@@ -271,9 +271,11 @@ class _Batch:
         self.steps: dict[str, list[tuple[int, int, bytes | None]]] = {}
         # Counted per source, into Prometheus once per batch (a label look-up per event
         # was a tenth of the engine's time).
-        self.processed: Counter[str] = Counter()
+        # Keyed by the event's source as it came (Any: a record that breaks the contract
+        # must not fail the batch's end, where compiled code would check a `str`).
+        self.processed: Counter[Any] = Counter()
         self.counted: Counter[tuple] = Counter()  # (metric, *labels) -> n
-        self.started: Counter[str] = Counter()
+        self.started: Counter[Any] = Counter()
         # Visitors whose look must be planned again (visitor -> partition): planned once
         # per batch, and before any tick reads the schedule, instead of once per event.
         self.replan: dict[str, int] = {}
