@@ -47,7 +47,7 @@ setup(
 def main() -> int:
     if compiled.check() is None:
         return 0  # current
-    print("journey core: compiling with mypyc (about a minute)...", flush=True)
+    print("journey core: compiling with mypyc (a minute or two)...", flush=True)
     started = time.monotonic()
     LOG.parent.mkdir(parents=True, exist_ok=True)
     try:
