@@ -93,6 +93,9 @@ class Settings:
     # to be processed and stored (the embedded broker loses the rest); 0 = no wait.
     stop_drain_s: float = 30.0
     schemas_dir: Path = REPO_ROOT / "schemas"
+    # Ignore the mypyc-compiled core even when it is built and current (stream/compiled.py
+    # reads the variable itself, at import, before settings exist).
+    pure_python: bool = False
 
     def __repr__(self) -> str:  # secrets masked
         parts = []
@@ -353,6 +356,7 @@ ENV: dict[str, tuple[str, object]] = {
     "CLICKSTREAM_LOG_LEVEL": ("log_level", _log_level),
     "CLICKSTREAM_STOP_DRAIN_SECONDS": ("stop_drain_s", _float(0.0, 3600.0)),
     "CLICKSTREAM_SCHEMAS_DIR": ("schemas_dir", _path),
+    "CLICKSTREAM_PURE_PYTHON": ("pure_python", _bool),
 }
 
 

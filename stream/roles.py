@@ -45,8 +45,10 @@ def process_groups(roles: tuple[str, ...]) -> list[tuple[str, ...]]:
 def run_group(group: tuple[str, ...], settings: Settings) -> None:
     """Run one process group in the foreground until SIGTERM/SIGINT."""
     if group == ("processor",):
+        from stream import compiled
         from stream.processor.app import run_worker
 
+        log.info("processor core: %s", compiled.STATUS)
         run_worker(settings)
         return
     _use_uvloop()

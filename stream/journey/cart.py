@@ -26,8 +26,10 @@ def remove(cart: list[CartLine], line: CartLine, quantity: int | None) -> list[C
     return out
 
 
-def value(cart: list[CartLine]) -> float:
-    return round(sum(line[3] * line[4] for line in cart), 2)
+def value(cart: list[CartLine]) -> int | float:
+    # 0, not 0.0, for an empty cart: what the records always said (compiled code would
+    # turn the int into a float if this said `float`)
+    return round(sum(line[3] * line[4] for line in cart), 2) if cart else 0
 
 
 def items(cart: list[CartLine]) -> int:

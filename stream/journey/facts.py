@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from stream.journey.state import CartLine
@@ -38,7 +39,9 @@ def text(value: Any) -> str:
     return str(value)[:MAX_TEXT]
 
 
-def props(event: EventRecord) -> dict[str, Any]:
+def props(event: Mapping[str, Any]) -> dict[str, Any]:
+    # Mapping, not EventRecord: compiled code would check that `properties` is a dict
+    # before this test of it (a record can break the collector's contract)
     p = event.get("properties")
     return p if isinstance(p, dict) else {}
 

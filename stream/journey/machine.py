@@ -156,7 +156,9 @@ class StageMachine:
         rank = {name: i for i, name in enumerate(stages)}
         lapse = data.get("lapse") or {}
         lapsed, lapse_from = lapse.get("stage", "lapsed"), lapse.get("from", stages[0])
-        if lapsed in rank or lapse_from not in rank:
+        if not (isinstance(lapsed, str) and isinstance(lapse_from, str)) or (
+            lapsed in rank or lapse_from not in rank
+        ):
             raise StageMachineError(f"{where}: 'lapse' needs a new stage name and a known 'from'")
         triggers = data.get("stage_triggers") or {}
         if not all(s in rank and isinstance(t, str) for s, t in triggers.items()):

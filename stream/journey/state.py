@@ -123,6 +123,7 @@ class VisitorState:
 
 
 _SESSION = tuple(f.name for f in fields(SessionState))
+_I_SESSION_DIMS = _SESSION.index("dims")
 _VISITOR = tuple(f.name for f in fields(VisitorState))
 _I_OFFSETS = _VISITOR.index("offsets")
 _I_SESSIONS = _VISITOR.index("sessions")
@@ -215,7 +216,7 @@ def state_from_data(data: Any) -> VisitorState:
 
 
 def _session(data: list) -> SessionState:
-    s = SessionState(*data)
-    if s.dims is not None:
-        s.dims = tuple(s.dims)
-    return s
+    # JSON gives the dims as a list: a tuple before it reaches the (compiled) constructor
+    if len(data) > _I_SESSION_DIMS and data[_I_SESSION_DIMS] is not None:
+        data[_I_SESSION_DIMS] = tuple(data[_I_SESSION_DIMS])
+    return SessionState(*data)

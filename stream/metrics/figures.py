@@ -16,7 +16,7 @@ UNKNOWN_DEVICE = "(unknown)"
 NEW = "new"
 RETURNING = "returning"
 
-Dims = tuple[str, str, str, str]  # source, campaign, device_type, visitor_type
+Dims = tuple[str, ...]  # source, campaign, device_type, visitor_type
 DIMS = ("source", "campaign", "device_type", "visitor_type")
 
 STAGES = ("awareness", "consideration", "decision", "purchase", "retention", "advocacy")

@@ -56,6 +56,7 @@ def _event(
     orders_before: int, state: VisitorState, event: dict[str, Any], outcome: Outcome
 ) -> Delta | None:
     session = outcome.session
+    assert session is not None  # observe() asked for an applied event's session
     if event.get("is_bot"):
         return None
     started = outcome.started

@@ -45,8 +45,8 @@ MAX_COUNTED = 8
 MAX_DIM = 200  # characters of one key part: a row's size is bounded
 _PAGE_TYPES = frozenset({"page", "screen"})
 
-# (figure index, amount) pairs
-Figures = tuple[tuple[int, float], ...]
+# (figure index, amount) pairs; counts stay ints (a row's JSON says 1, not 1.0)
+Figures = tuple[tuple[int, int | float], ...]
 
 
 class Delta(NamedTuple):  # a tuple: one or more per event, and cheaper than a frozen dataclass
@@ -189,7 +189,7 @@ def event_figures(
     order_counted: bool,
 ) -> Figures:
     """What one applied (non-bot) event adds to its row."""
-    out: list[tuple[int, float]] = []
+    out: list[tuple[int, int | float]] = []
     if first_in_row:
         out += [(fig.VISITORS, 1), (fig.NEW_VISITORS if new_visitor else fig.RETURNING_VISITORS, 1)]
     if session_started:
@@ -233,7 +233,7 @@ def event_figures(
 def session_close_figures(bounce: bool, stage: str, sign: int = 1) -> Figures:
     """A closed session's bounce and stage_reached (sign -1: a reopened session takes
     back what its earlier close added)."""
-    out: list[tuple[int, float]] = []
+    out: list[tuple[int, int | float]] = []
     if bounce:
         out.append((fig.BOUNCES, sign))
     if (i := fig.STAGE_SESSIONS.get(stage)) is not None:

@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -81,6 +81,17 @@ def is_tick(key: bytes | None) -> bool:
     return key == TICK_KEY
 
 
+class Consumed(Protocol):
+    """What the engine reads of a consumed record: a Record below, an aiokafka
+    ConsumerRecord or a Faust Message (a Protocol: compiled code checks no class)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One consumed Kafka record, as the engine needs it."""
@@ -89,7 +100,7 @@ class Record:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +173,7 @@ class Engine:
     # --- the batch --------------------------------------------------------
     def run(
         self,
-        records: Iterable[Record],
+        records: Iterable[Consumed],
         load: Callable[[bytes], bytes | None],
         load_row: Callable[[bytes], bytes | None],
         scan: Callable[[int], Iterable[tuple[bytes, bytes | None]]],
@@ -183,7 +194,7 @@ class Engine:
                 batch.dead_letter(record, exc)
         return batch.finish()
 
-    def link(self, records: Iterable[Record], load: Callable[[str], bytes | None]) -> BatchResult:
+    def link(self, records: Iterable[Consumed], load: Callable[[str], bytes | None]) -> BatchResult:
         """A batch of identified visitors' states (from the identities topic): each folded
         into its person, the changed customer records out, one state per person."""
         result = BatchResult()
@@ -227,7 +238,7 @@ class Engine:
         expiry = state.last_arrival + self.ttl_ms
         return expiry if at is None else min(at, expiry)
 
-    def _dead_letter(self, record: Record, exc: Exception) -> Output:
+    def _dead_letter(self, record: Consumed, exc: Exception) -> Output:
         reason = f"processor: {type(exc).__name__}: {exc}"[:500]
         PROCESSING_FAILURES.labels(type(exc).__name__).inc()
         invalid = InvalidRecord(
@@ -260,9 +271,11 @@ class _Batch:
         self.steps: dict[str, list[tuple[int, int, bytes | None]]] = {}
         # Counted per source, into Prometheus once per batch (a label look-up per event
         # was a tenth of the engine's time).
-        self.processed: Counter[str] = Counter()
+        # Keyed by the event's source as it came (Any: a record that breaks the contract
+        # must not fail the batch's end, where compiled code would check a `str`).
+        self.processed: Counter[Any] = Counter()
         self.counted: Counter[tuple] = Counter()  # (metric, *labels) -> n
-        self.started: Counter[str] = Counter()
+        self.started: Counter[Any] = Counter()
         # Visitors whose look must be planned again (visitor -> partition): planned once
         # per batch, and before any tick reads the schedule, instead of once per event.
         self.replan: dict[str, int] = {}
@@ -307,7 +320,7 @@ class _Batch:
             pending.add(key)
 
     # --- records --------------------------------------------------------------
-    def on_event(self, record: Record) -> None:
+    def on_event(self, record: Consumed) -> None:
         event = orjson.loads(record.value)
         visitor = event["visitor_id"]
         partition = record.partition
@@ -335,7 +348,7 @@ class _Batch:
         self.result.last_received_at = max(self.result.last_received_at, received)
         self.processed[event.get("source", "")] += 1
 
-    def on_tick(self, record: Record) -> None:
+    def on_tick(self, record: Consumed) -> None:
         now = int(orjson.loads(record.value)["now"])
         partition = record.partition
         clock = self.clock(partition)
@@ -360,7 +373,7 @@ class _Batch:
                 part.schedule.plan(visitor, look)
         for _, visitor in sorted(due_now):
             try:
-                outcome, deltas, state = self._tick(self.state_of(visitor), clock.clock)
+                outcome, deltas, state = self._tick(self.state_of(visitor), clock.clock)  # type: ignore[arg-type]
             except Exception:
                 self._rebuild(visitor)
                 raise
@@ -372,11 +385,11 @@ class _Batch:
                 # Idle for the state TTL: forgotten (its last snapshot stays in ClickHouse).
                 # Deleted inside stream processing: it is in the changelog.
                 STATES_EXPIRED.inc()
-                if outcome.state.user_id:  # its person forgets the device too
+                if outcome.state.user_id:  # type: ignore[union-attr]  # its person forgets the device too
                     self.result.outputs.append(
                         Output(
                             engine.out_topics["identities"],
-                            outcome.state.user_id.encode(),
+                            outcome.state.user_id.encode(),  # type: ignore[union-attr]
                             gone_record(visitor),
                         )
                     )
@@ -387,7 +400,7 @@ class _Batch:
 
     # --- one visitor's steps (in place) ------------------------------------------
     def _apply(
-        self, state: VisitorState | None, offset: int, partition: int, event: dict
+        self, state: VisitorState | None, offset: int, partition: int, event: Any
     ) -> tuple[Outcome, list[Delta]]:
         engine = self.engine
         orders_before = 0 if state is None else state.orders
@@ -476,7 +489,7 @@ class _Batch:
                     Output(out["identities"], user.encode(), encode_state(outcome.state))
                 )
 
-    def _left_out(self, record: Record, event: dict[str, Any], state: VisitorState) -> Output:
+    def _left_out(self, record: Consumed, event: dict[str, Any], state: VisitorState) -> Output:
         """An event older than what the visitor's state still holds: kept raw (the
         events table has it), left out of the journey, and said so in invalid_events."""
         invalid = InvalidRecord(
@@ -493,7 +506,7 @@ class _Batch:
         )
         return Output(self.engine.out_topics["invalid"], record.key or b"", orjson.dumps(invalid))
 
-    def dead_letter(self, record: Record, exc: Exception) -> None:
+    def dead_letter(self, record: Consumed, exc: Exception) -> None:
         self.result.outputs.append(self.engine._dead_letter(record, exc))
 
     def finish(self) -> BatchResult:
