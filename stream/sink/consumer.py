@@ -90,6 +90,13 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def idle_floors(routes: dict[str, rows.Table], settings: Settings) -> dict[str, float]:
+    """Table name -> the least idle age of its batches: sink_journey_flush_seconds for the
+    processor's outputs; the events (and invalid events) keep sink_idle_flush_seconds."""
+    own = (rows.EVENTS, rows.INVALID_EVENTS)
+    return {t.name: settings.sink_journey_flush_seconds for t in routes.values() if t not in own}
+
+
 def backoff_delay(attempt: int) -> float:
     """Seconds before retry `attempt` (1, 2, ...): 0.1 doubling, capped at 30."""
     return min(BACKOFF_FIRST_S * 2 ** (attempt - 1), BACKOFF_MAX_S)
@@ -134,7 +141,11 @@ class Sink:
         self.state_topics = topics.changelog_topics(settings) if settings.archives_state else {}
         self.epoch = 0  # processor_state version epoch, taken at start
         self.writer = Writer(client, settings.database, fault or Fault.from_env())
-        self.batches = Batches(settings.sink_batch_rows, settings.sink_batch_seconds)
+        self.batches = Batches(
+            settings.sink_batch_rows,
+            settings.sink_batch_seconds,
+            idle_floors(self.routes, settings),
+        )
         self._caught_up = False  # the last fetch left nothing on the broker
         self.consumer: AIOKafkaConsumer | None = None
         self.retries = 0  # consecutive failed attempts; 0 when ClickHouse is fine
@@ -144,6 +155,9 @@ class Sink:
         self._task: asyncio.Task | None = None
         self._writing: asyncio.Task | None = None  # the insert in flight
         self._lag_at = 0.0
+        self._never_committed: set[TopicPartition] = (
+            set()
+        )  # the group had no offset: not asked again
         self._catchup_until: float | None = None  # set by stop(): read on until then
 
     # --- outage simulation -------------------------------------------------------
@@ -430,6 +444,7 @@ class Sink:
         self._generation += 1
         dropped = self.batches.pending_rows()
         self.batches.reset()
+        self._never_committed.clear()
         if dropped:
             log.info("partitions revoked: %d unwritten row(s) will be read again", dropped)
 
@@ -454,12 +469,15 @@ class Sink:
                 continue  # revoked while we awaited the group (highwater() would assert)
             high = max(self.consumer.highwater(tp) or 0, ends.get(tp, 0))
             done = self.batches.committed.get(tp)
-            if done is None:  # nothing committed since the assignment: ask the group
+            if done is None:  # nothing committed since the assignment: ask the group, once
+                if tp in self._never_committed:
+                    continue  # (asked every second, this was 2 % of the sink's time)
                 try:
                     done = await self.consumer.committed(tp)
                 except KafkaError:
                     continue
                 if done is None:
+                    self._never_committed.add(tp)
                     continue
                 self.batches.committed.setdefault(tp, done)
             lag[tp] = max(0, high - done)
