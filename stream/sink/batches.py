@@ -76,13 +76,22 @@ class Batches:
 
     def due(self, now: float | None = None, idle_seconds: float | None = None) -> list[Batch]:
         """Batches to write: full, or `max_seconds` old; or, when the reader has caught up
-        with its topics (`idle_seconds` given), their idle age old (`_age`)."""
+        with its topics (`idle_seconds` given), their idle age old (`_age`). Caught up,
+        the tables without a floor come first and, of those with one, only the oldest
+        batch that is not full: the inserts run one after another, and the events must
+        not wait behind all the processor's tables coming due in the same second."""
         now = time.monotonic() if now is None else now
-        return [
+        due = [
             b
             for b in self.open.values()
             if len(b) >= self.max_rows or now - b.started >= self._age(b, idle_seconds)
         ]
+        if idle_seconds is None or not self.idle_floors:
+            return due
+        floors = self.idle_floors
+        first = [b for b in due if b.table.name not in floors or len(b) >= self.max_rows]
+        later = [b for b in due if b.table.name in floors and len(b) < self.max_rows]
+        return first + sorted(later, key=lambda b: b.started)[:1]
 
     def seconds_to_next_due(
         self, now: float | None = None, idle_seconds: float | None = None

@@ -122,3 +122,23 @@ def test_the_processor_outputs_get_the_journey_floor_and_the_events_none():
     floors = idle_floors(rows.routes(settings), settings)
     assert "events" not in floors and "invalid_events" not in floors
     assert floors["sessions"] == floors["stage_transitions"] == floors["journey_metrics_1m"] == 0.7
+
+
+def test_caught_up_the_events_go_first_and_one_floored_batch_at_a_time():
+    floors = {"sessions": 0.5, "visitors": 0.5}
+    batches = Batches(max_rows=3, max_seconds=1.0, idle_floors=floors)
+    visitors_tp = TopicPartition("journey.visitors", 0)
+    read(batches, rows.SESSIONS, SESSIONS_TP, [40], now=10.0)
+    read(batches, rows.VISITORS, visitors_tp, [7], now=9.9)
+    read(batches, rows.EVENTS, EVENTS_TP, [0], now=10.2)
+    due = batches.due(now=10.6, idle_seconds=0.25)
+    assert [b.table for b in due] == [rows.EVENTS, rows.VISITORS]  # the oldest floored one
+    batches.take(due[0]), batches.take(due[1])
+    assert [b.table for b in batches.due(now=10.6, idle_seconds=0.25)] == [rows.SESSIONS]
+    # not caught up, or full: no holding back
+    read(batches, rows.VISITORS, visitors_tp, [8, 9, 10], now=10.6)
+    assert {b.table for b in batches.due(now=10.6, idle_seconds=0.25)} == {
+        rows.SESSIONS,
+        rows.VISITORS,
+    }
+    assert len(batches.due(now=11.0)) == 2
