@@ -78,8 +78,9 @@ class Batches:
         """Batches to write: full, or `max_seconds` old; or, when the reader has caught up
         with its topics (`idle_seconds` given), their idle age old (`_age`). Caught up,
         the tables without a floor come first and, of those with one, only the oldest
-        batch that is not full: the inserts run one after another, and the events must
-        not wait behind all the processor's tables coming due in the same second."""
+        batch that is neither full nor `max_seconds` old: the inserts run one after
+        another, and the events must not wait behind all the processor's tables coming
+        due in the same second."""
         now = time.monotonic() if now is None else now
         due = [
             b
@@ -88,9 +89,14 @@ class Batches:
         ]
         if idle_seconds is None or not self.idle_floors:
             return due
-        floors = self.idle_floors
-        first = [b for b in due if b.table.name not in floors or len(b) >= self.max_rows]
-        later = [b for b in due if b.table.name in floors and len(b) < self.max_rows]
+        first, later = [], []
+        for b in due:
+            held = (
+                b.table.name in self.idle_floors
+                and len(b) < self.max_rows
+                and now - b.started < self.max_seconds
+            )
+            (later if held else first).append(b)
         return first + sorted(later, key=lambda b: b.started)[:1]
 
     def seconds_to_next_due(

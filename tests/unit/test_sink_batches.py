@@ -135,10 +135,20 @@ def test_caught_up_the_events_go_first_and_one_floored_batch_at_a_time():
     assert [b.table for b in due] == [rows.EVENTS, rows.VISITORS]  # the oldest floored one
     batches.take(due[0]), batches.take(due[1])
     assert [b.table for b in batches.due(now=10.6, idle_seconds=0.25)] == [rows.SESSIONS]
-    # not caught up, or full: no holding back
-    read(batches, rows.VISITORS, visitors_tp, [8, 9, 10], now=10.6)
-    assert {b.table for b in batches.due(now=10.6, idle_seconds=0.25)} == {
+    # full, or max_seconds old: no holding back
+    read(batches, rows.VISITORS, visitors_tp, [8, 9, 10], now=10.6)  # full
+    assert [b.table for b in batches.due(now=10.6, idle_seconds=0.25)] == [
+        rows.VISITORS,
+        rows.SESSIONS,  # the one floored batch of this write
+    ]
+    batches.idle_floors["triggers"] = 0.5
+    read(batches, rows.TRIGGERS, TopicPartition("journey.triggers", 0), [1], now=10.6)
+    # sessions is 1 s old: no longer held back; triggers is the one floored batch
+    assert [b.table for b in batches.due(now=11.15, idle_seconds=0.25)] == [
         rows.SESSIONS,
         rows.VISITORS,
-    }
-    assert len(batches.due(now=11.0)) == 2
+        rows.TRIGGERS,
+    ]
+    assert (
+        len(batches.due(now=11.15)) == 2
+    )  # not caught up: the batch time (triggers is 0.55 s old)
