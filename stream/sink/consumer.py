@@ -79,6 +79,12 @@ LAG_EVERY_S = 1.0
 STOP_FLUSH_S = 15.0
 STOP_CATCHUP_S = 2.0
 CATCHUP_POLL_S = 0.3
+# A fetch returns once it has this much, or after FETCH_MAX_WAIT_MS. With 1 byte, a live
+# trickle made ~75 fetches a second, each asking for every partition of ~8 topics (about
+# 1.5 ms of the sink's CPU apiece); 64 KiB brings it to ~10-15 at 800 events/s for at most
+# 100 ms more before a batch's first row is read (~10 ms at 5,000 events/s).
+FETCH_MIN_BYTES = 64 * 1024
+FETCH_MAX_WAIT_MS = 100
 
 
 def tune_gc() -> None:
@@ -196,7 +202,8 @@ class Sink:
             heartbeat_interval_ms=max(100, self.session_timeout_ms // 5),
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
-            fetch_max_wait_ms=100,
+            fetch_min_bytes=FETCH_MIN_BYTES,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self.consumer.subscribe(list(self.routes), listener=_Rebalance(self))
         await self.consumer.start()
