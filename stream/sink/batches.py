@@ -5,8 +5,8 @@ Rows collect per table until a batch holds `max_rows` or its first row is
 age old, or, for a table in `idle_floors`, that table's floor if it is later (the
 processor's small outputs: every insert costs the engine a new part, whatever its size,
 so these are written less often than the events). Offsets travel with the rows: a batch
-remembers, for each partition, the first offset it holds, and `committable()` gives, per partition, the
-highest offset such that every record below it is in ClickHouse:
+remembers, for each partition, the first offset it holds, and `committable()` gives,
+per partition, the highest offset such that every record below it is in ClickHouse:
 
     committable(p) = min(consumed(p), first offset of p in any unwritten batch)
 
