@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -33,19 +33,35 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
+TREE_REFRESH_S = 2.0
+
+
 @dataclass
 class Proc:
     name: str
     popen: subprocess.Popen
+    # The process and its children, looked up again every TREE_REFRESH_S: finding the
+    # children scans all of /proc, and Peak's 5 readings a second cost the load generator
+    # ~20 % of its CPU in the pipeline benchmark.
+    _tree: list[psutil.Process] = field(default_factory=list, init=False, repr=False)
+    _tree_at: float = field(default=-TREE_REFRESH_S, init=False, repr=False)
 
     @property
     def ps(self) -> psutil.Process:
         return psutil.Process(self.popen.pid)
 
+    def tree(self) -> list[psutil.Process]:
+        now = time.monotonic()
+        if now - self._tree_at >= TREE_REFRESH_S or not self._tree:
+            root = self._tree[0] if self._tree else self.ps
+            self._tree = [root, *root.children(recursive=True)]
+            self._tree_at = now
+        return self._tree
+
     def cpu_seconds(self) -> float:
         total = 0.0
         try:
-            procs = [self.ps, *self.ps.children(recursive=True)]
+            procs = self.tree()
         except psutil.NoSuchProcess:
             return 0.0
         for p in procs:
@@ -58,12 +74,14 @@ class Proc:
 
     def rss_mb(self) -> float:
         try:
-            return (
-                sum(p.memory_info().rss for p in [self.ps, *self.ps.children(recursive=True)])
-                / 2**20
-            )
+            procs = self.tree()
         except psutil.NoSuchProcess:
             return 0.0
+        total = 0
+        for p in procs:
+            with suppress(psutil.NoSuchProcess):
+                total += p.memory_info().rss
+        return total / 2**20
 
     def wait(self, timeout: float) -> None:
         """Let the process finish on its own (py-spy writes its profile on exit)."""

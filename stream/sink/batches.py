@@ -1,9 +1,12 @@
 """Per-table batches and the offsets they hold back: pure bookkeeping, no I/O.
 
 Rows collect per table until a batch holds `max_rows` or its first row is
-`max_seconds` old. Offsets travel with the rows: a batch remembers, for each
-partition, the first offset it holds, and `committable()` gives, per partition, the
-highest offset such that every record below it is in ClickHouse:
+`max_seconds` old; when the reader has caught up with its topics, once it is the idle
+age old, or, for a table in `idle_floors`, that table's floor if it is later (the
+processor's small outputs: every insert costs the engine a new part, whatever its size,
+so these are written less often than the events). Offsets travel with the rows: a batch
+remembers, for each partition, the first offset it holds, and `committable()` gives,
+per partition, the highest offset such that every record below it is in ClickHouse:
 
     committable(p) = min(consumed(p), first offset of p in any unwritten batch)
 
@@ -35,9 +38,12 @@ class Batch:
 
 
 class Batches:
-    def __init__(self, max_rows: int, max_seconds: float):
+    def __init__(
+        self, max_rows: int, max_seconds: float, idle_floors: dict[str, float] | None = None
+    ):
         self.max_rows = max_rows
         self.max_seconds = max_seconds
+        self.idle_floors = idle_floors or {}  # table name -> least idle age
         self.open: dict[str, Batch] = {}  # table name -> batch taking rows
         self.writing: list[Batch] = []  # taken, not yet written
         self.consumed: dict[TopicPartition, int] = {}
@@ -70,10 +76,28 @@ class Batches:
 
     def due(self, now: float | None = None, idle_seconds: float | None = None) -> list[Batch]:
         """Batches to write: full, or `max_seconds` old; or, when the reader has caught up
-        with its topics (`idle_seconds` given), `idle_seconds` old."""
+        with its topics (`idle_seconds` given), their idle age old (`_age`). Caught up,
+        the tables without a floor come first and, of those with one, only the oldest
+        batch that is neither full nor `max_seconds` old: the inserts run one after
+        another, and the events must not wait behind all the processor's tables coming
+        due in the same second."""
         now = time.monotonic() if now is None else now
-        age = self.max_seconds if idle_seconds is None else min(self.max_seconds, idle_seconds)
-        return [b for b in self.open.values() if len(b) >= self.max_rows or now - b.started >= age]
+        due = [
+            b
+            for b in self.open.values()
+            if len(b) >= self.max_rows or now - b.started >= self._age(b, idle_seconds)
+        ]
+        if idle_seconds is None or not self.idle_floors:
+            return due
+        first, later = [], []
+        for b in due:
+            held = (
+                b.table.name in self.idle_floors
+                and len(b) < self.max_rows
+                and now - b.started < self.max_seconds
+            )
+            (later if held else first).append(b)
+        return first + sorted(later, key=lambda b: b.started)[:1]
 
     def seconds_to_next_due(
         self, now: float | None = None, idle_seconds: float | None = None
@@ -81,9 +105,16 @@ class Batches:
         if not self.open:
             return None
         now = time.monotonic() if now is None else now
-        age = self.max_seconds if idle_seconds is None else min(self.max_seconds, idle_seconds)
-        oldest = min(b.started for b in self.open.values())
-        return max(0.0, oldest + age - now)
+        due_at = min(b.started + self._age(b, idle_seconds) for b in self.open.values())
+        return max(0.0, due_at - now)
+
+    def _age(self, batch: Batch, idle_seconds: float | None) -> float:
+        """The age at which `batch` is written: max_seconds, or when caught up the idle
+        age raised to its table's floor, never beyond max_seconds."""
+        if idle_seconds is None:
+            return self.max_seconds
+        floor = self.idle_floors.get(batch.table.name, 0.0)
+        return min(self.max_seconds, max(idle_seconds, floor))
 
     def take(self, batch: Batch) -> Batch:
         """Detach an open batch for writing; it keeps holding its offsets back."""

@@ -395,3 +395,36 @@ async def test_a_rebalance_mid_stream_loses_nothing(isolated_settings, embedded_
         12_000,
         12_000,
     )
+
+
+async def test_caught_up_events_are_written_at_the_idle_age_and_journey_rows_at_their_floor(
+    isolated_settings, embedded_broker, ch_client
+):
+    """Live trickle: the events go in at the idle age; the processor's outputs wait for
+    sink_journey_flush_seconds (fewer, larger inserts); both land once."""
+    settings = isolated_settings(
+        embedded_broker,
+        CLICKSTREAM_SINK_BATCH_SECONDS="3.0",
+        CLICKSTREAM_SINK_IDLE_FLUSH_SECONDS="0.1",
+        CLICKSTREAM_SINK_JOURNEY_FLUSH_SECONDS="1.5",
+    )
+    db = settings.database
+    await prepare(settings, ch_client)
+    sink = Sink(settings, ch_client, session_timeout_ms=1500)
+    await sink.start()
+    await wait_committed(sink, await produce_events(settings, 0, 10))  # joined, caught up
+
+    session = journey_records()[topics.SESSIONS][0]
+    produced = time.monotonic()
+    sessions = await produce(settings, topics.SESSIONS, [(b"v1", orjson.dumps(session))])
+    events = await produce_events(settings, 10, 20)
+    await wait_committed(sink, events)
+    events_at = time.monotonic()
+    await wait_committed(sink, sessions)
+    sessions_at = time.monotonic()
+    await sink.stop()
+
+    assert sessions_at - produced >= 1.5  # its first row was read after it was produced
+    assert events_at < sessions_at
+    assert one(ch_client, f"SELECT count() FROM {db}.events FINAL")[0] == 20
+    assert one(ch_client, f"SELECT count() FROM {db}.sessions FINAL")[0] == 1

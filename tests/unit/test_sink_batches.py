@@ -83,3 +83,72 @@ def test_reset_forgets_everything():
     batches.take_all()
     batches.reset()
     assert batches.pending_rows() == 0 and batches.committable() == {}
+
+
+def test_caught_up_a_table_with_a_floor_waits_for_it():
+    """The processor's small outputs are written at their floor, the events at the idle age."""
+    batches = Batches(max_rows=1000, max_seconds=1.0, idle_floors={"sessions": 0.8})
+    read(batches, rows.EVENTS, EVENTS_TP, [0, 1], now=10.0)
+    read(batches, rows.SESSIONS, SESSIONS_TP, [40], now=10.0)
+    assert [b.table for b in batches.due(now=10.25, idle_seconds=0.25)] == [rows.EVENTS]
+    batches.take(batches.open["events"])
+    assert batches.seconds_to_next_due(now=10.25, idle_seconds=0.25) == pytest.approx(0.55)
+    assert batches.due(now=10.7, idle_seconds=0.25) == []
+    assert [b.table for b in batches.due(now=10.8, idle_seconds=0.25)] == [rows.SESSIONS]
+
+
+def test_a_floor_never_holds_a_batch_past_the_batch_time_or_when_full():
+    batches = Batches(max_rows=3, max_seconds=1.0, idle_floors={"sessions": 5.0})
+    read(batches, rows.SESSIONS, SESSIONS_TP, [40], now=10.0)
+    assert batches.seconds_to_next_due(now=10.0, idle_seconds=0.25) == pytest.approx(1.0)
+    assert [b.table for b in batches.due(now=11.0, idle_seconds=0.25)] == [rows.SESSIONS]
+    assert batches.due(now=10.5) == []  # not caught up: the batch time, as for any table
+    read(batches, rows.SESSIONS, SESSIONS_TP, [41, 42], now=10.5)
+    assert [b.table for b in batches.due(now=10.5, idle_seconds=0.25)] == [rows.SESSIONS]
+
+
+def test_a_floor_below_the_idle_age_changes_nothing():
+    batches = Batches(max_rows=1000, max_seconds=1.0, idle_floors={"sessions": 0.1})
+    read(batches, rows.SESSIONS, SESSIONS_TP, [40], now=10.0)
+    assert batches.due(now=10.2, idle_seconds=0.25) == []
+    assert [b.table for b in batches.due(now=10.25, idle_seconds=0.25)] == [rows.SESSIONS]
+
+
+def test_the_processor_outputs_get_the_journey_floor_and_the_events_none():
+    from stream.config import Settings
+    from stream.sink.consumer import idle_floors
+
+    settings = Settings(sink_journey_flush_seconds=0.7)
+    floors = idle_floors(rows.routes(settings), settings)
+    assert "events" not in floors and "invalid_events" not in floors
+    assert floors["sessions"] == floors["stage_transitions"] == floors["journey_metrics_1m"] == 0.7
+
+
+def test_caught_up_the_events_go_first_and_one_floored_batch_at_a_time():
+    floors = {"sessions": 0.5, "visitors": 0.5}
+    batches = Batches(max_rows=3, max_seconds=1.0, idle_floors=floors)
+    visitors_tp = TopicPartition("journey.visitors", 0)
+    read(batches, rows.SESSIONS, SESSIONS_TP, [40], now=10.0)
+    read(batches, rows.VISITORS, visitors_tp, [7], now=9.9)
+    read(batches, rows.EVENTS, EVENTS_TP, [0], now=10.2)
+    due = batches.due(now=10.6, idle_seconds=0.25)
+    assert [b.table for b in due] == [rows.EVENTS, rows.VISITORS]  # the oldest floored one
+    batches.take(due[0]), batches.take(due[1])
+    assert [b.table for b in batches.due(now=10.6, idle_seconds=0.25)] == [rows.SESSIONS]
+    # full, or max_seconds old: no holding back
+    read(batches, rows.VISITORS, visitors_tp, [8, 9, 10], now=10.6)  # full
+    assert [b.table for b in batches.due(now=10.6, idle_seconds=0.25)] == [
+        rows.VISITORS,
+        rows.SESSIONS,  # the one floored batch of this write
+    ]
+    batches.idle_floors["triggers"] = 0.5
+    read(batches, rows.TRIGGERS, TopicPartition("journey.triggers", 0), [1], now=10.6)
+    # sessions is 1 s old: no longer held back; triggers is the one floored batch
+    assert [b.table for b in batches.due(now=11.15, idle_seconds=0.25)] == [
+        rows.SESSIONS,
+        rows.VISITORS,
+        rows.TRIGGERS,
+    ]
+    assert (
+        len(batches.due(now=11.15)) == 2
+    )  # not caught up: the batch time (triggers is 0.55 s old)
