@@ -25,8 +25,7 @@ from pathlib import Path
 
 from stream.config import REPO_ROOT, SettingsError, _bool
 
-MODULES = (
-    "stream.records",
+MODULES = (  # not stream.records: EVENT_FIELD_TYPES reads its annotations
     "stream.sessionize.rules",
     "stream.sessionize.ids",
     "stream.sessionize.assign",

@@ -11,7 +11,9 @@ unambiguous, and what ClickHouse's DateTime64(3) takes.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
+
+import msgspec
 
 
 class EventRecord(TypedDict):
@@ -25,7 +27,8 @@ class EventRecord(TypedDict):
     previous_id: str  # alias calls
     ts: int  # event time, ms, corrected for client clock skew (Segment's way), clamped
     # to at most received_at + CLICKSTREAM_MAX_CLOCK_SKEW_SECONDS
-    client_ts: int  # the client's event time before the clamp (== ts unless clamped)
+    client_ts: NotRequired[int]  # the client's event time before the clamp (== ts
+    # unless clamped); records older than the clamp lack it
     received_at: int  # ms, collector clock
     sent_at: int | None  # ms, client clock, when the client sent it
     source: str  # source name behind the write key
@@ -54,8 +57,8 @@ class EventRecord(TypedDict):
     click_id: str  # gclid / fbclid / msclkid / ...
     # Consent as the collector resolved it (stream/collector/consent.py); records
     # written before consent existed lack these keys: read them with .get(key, True).
-    analytics_consent: bool  # False: visitor_id is a daily cookieless id, no user id
-    marketing_consent: bool  # False: the visitor's triggers are withheld
+    analytics_consent: NotRequired[bool]  # False: a daily cookieless id, no user id
+    marketing_consent: NotRequired[bool]  # False: the visitor's triggers are withheld
 
 
 class InvalidRecord(TypedDict):
@@ -65,3 +68,12 @@ class InvalidRecord(TypedDict):
     payload: str  # the original event (or body) as received, as text
     message_id: str  # dedup key: the client's messageId, else a hash of the payload
     stage: str  # where it failed: collector | processor | sink
+
+
+# The processor's decoder of clickstream.events: as fast as orjson.loads and the same
+# dicts, and it checks every field's JSON type and presence (a bool is not an integer),
+# so an event off the contract is dead-lettered with the field named, alike in the
+# compiled core (which would raise somewhere inside) and the pure one (which would keep
+# the wrong type in the state). Read from the annotations, so this module is never
+# compiled: mypyc keeps `int | None` there as `type` (stream/compiled.py).
+EVENTS = msgspec.json.Decoder(EventRecord)

@@ -50,7 +50,7 @@ from stream.metrics import windows
 from stream.metrics.observe import observe
 from stream.metrics.windows import Delta, MetricRow, PartitionRecord
 from stream.processor.schedule import Schedule
-from stream.records import InvalidRecord
+from stream.records import EVENTS, EventRecord, InvalidRecord
 from stream.sessionize.rules import SessionRules
 from stream.telemetry import (
     ACTIVE_SESSIONS,
@@ -321,7 +321,7 @@ class _Batch:
 
     # --- records --------------------------------------------------------------
     def on_event(self, record: Consumed) -> None:
-        event = orjson.loads(record.value)
+        event = EVENTS.decode(record.value)  # checks the contract (stream/records.py)
         visitor = event["visitor_id"]
         partition = record.partition
         clock = self.clock(partition)
@@ -432,7 +432,7 @@ class _Batch:
         state = decode_state(raw) if raw else None
         for at, partition, value in self.steps.get(visitor, ()):
             if value is not None:
-                outcome, _ = self._apply(state, at, partition, orjson.loads(value))
+                outcome, _ = self._apply(state, at, partition, EVENTS.decode(value))
                 state = outcome.state or state
             elif state is not None:
                 state = self._tick(state, at)[2]
@@ -489,7 +489,7 @@ class _Batch:
                     Output(out["identities"], user.encode(), encode_state(outcome.state))
                 )
 
-    def _left_out(self, record: Consumed, event: dict[str, Any], state: VisitorState) -> Output:
+    def _left_out(self, record: Consumed, event: EventRecord, state: VisitorState) -> Output:
         """An event older than what the visitor's state still holds: kept raw (the
         events table has it), left out of the journey, and said so in invalid_events."""
         invalid = InvalidRecord(

@@ -4,6 +4,9 @@ lapse), and recovered visitors are watched again."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import orjson
 import pytest
 
 from stream import compiled, config
@@ -158,3 +161,47 @@ def test_a_record_that_breaks_the_event_contract_never_fails_the_batch(source) -
         shell.event_record(visitor="w", ts=T0),
     )
     assert b"w" in shell.visitors
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("device_type", 5, "Expected `str`, got `int` - at `$.device_type`"),
+        ("ts", 1.5e12, "Expected `int`, got `float` - at `$.ts`"),
+        ("ts", True, "Expected `int`, got `bool` - at `$.ts`"),
+        ("is_bot", "no", "Expected `bool`, got `str` - at `$.is_bot`"),
+        ("properties", [], "Expected `object`, got `array` - at `$.properties`"),
+        ("url", None, "Expected `str`, got `null` - at `$.url`"),
+    ],
+)
+def test_an_event_off_the_contract_is_dead_lettered_naming_its_field(field, value, reason):
+    """Checked at the door, so the compiled core and the pure one agree (compiled code
+    would raise somewhere inside; pure code would keep the wrong type in the state), and
+    the visitor's state is untouched; the valid event beside it is processed."""
+    shell = Shell()
+    bad = shell.event_record(visitor="v", ts=T0)
+    event = orjson.loads(bad.value)
+    event[field] = value
+    shell.feed(replace(bad, value=orjson.dumps(event)), shell.event_record(visitor="w", ts=T0))
+    [invalid] = shell.of("clickstream.invalid")
+    assert invalid["reasons"] == [f"processor: ValidationError: {reason}"]
+    assert orjson.loads(invalid["payload"])[field] == value
+    assert b"v" not in shell.visitors and b"w" in shell.visitors
+
+
+def test_an_event_without_the_later_fields_is_still_processed() -> None:
+    """Records older than a field lack it (the consent flags, for one); a field of the
+    first contract may not be missing."""
+    shell = Shell()
+    old = shell.event_record(visitor="v", ts=T0)
+    event = orjson.loads(old.value)
+    for later in ("analytics_consent", "marketing_consent", "client_ts"):
+        event.pop(later, None)
+    shell.feed(replace(old, value=orjson.dumps(event)))
+    assert shell.of("clickstream.invalid") == [] and b"v" in shell.visitors
+    del event["click_id"]
+    shell.feed(replace(old, offset=old.offset + 1, value=orjson.dumps(event)))
+    [invalid] = shell.of("clickstream.invalid")
+    assert invalid["reasons"] == [
+        "processor: ValidationError: Object missing required field `click_id`"
+    ]
