@@ -20,6 +20,7 @@ import heapq
 from dataclasses import dataclass, field
 
 SHIFT = 16  # bucket of a far look: clock >> SHIFT (65.5 s)
+SLACK = 1024  # stale entries allowed beyond one per planned look, before a compaction
 
 
 @dataclass(slots=True)
@@ -56,7 +57,7 @@ class Schedule:
             self.planned[visitor] = bucket[0]
             bucket.append(visitor)
         self.entries += 1
-        if self.entries > 2 * len(self.planned) + 1024:
+        if self.entries > 2 * len(self.planned) + SLACK:
             self._compact()
 
     def due(self, clock: int) -> list[bytes]:

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from stream.processor import schedule as schedule_module
 from stream.processor.schedule import SHIFT, Schedule
 
 pytestmark = pytest.mark.unit
@@ -28,10 +29,13 @@ def drive(schedule: Schedule, looks: dict[bytes, int], clock: int) -> set[bytes]
     return taken
 
 
+@pytest.mark.parametrize("slack", [1024, 0])
 @pytest.mark.parametrize("seed", range(30))
-def test_a_tick_takes_exactly_the_visitors_due(seed: int) -> None:
+def test_a_tick_takes_exactly_the_visitors_due(seed: int, slack: int, monkeypatch) -> None:
     """Against the truth (each visitor's look): looks move later and earlier, visitors
-    come and go, ticks come at uneven steps; each tick takes exactly those due."""
+    come and go, ticks come at uneven steps; each tick takes exactly those due. (Slack
+    0: compacted all the time.)"""
+    monkeypatch.setattr(schedule_module, "SLACK", slack)
     rng = random.Random(seed)
     schedule, looks = Schedule(), {}
     clock = T0
