@@ -13,10 +13,10 @@ import ctypes.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
-CHECK_SECONDS = 1.0  # how often the worker asks
+CHECK_SECONDS = 0.5  # how often the worker asks: a pause is trimmed within a second
 BUSY_SECONDS = 10.0  # at most this long between trims while batches run
 AFTER_RECORDS = 5000  # records processed since the last trim, or it is not worth one
-PAUSED_BELOW = 100  # records in a check interval: the batches pause (ticks still come)
+PAUSED_BELOW = 100  # records in a check interval: the batches paused (ticks still come)
 
 
 @dataclass(slots=True)
