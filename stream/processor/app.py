@@ -15,6 +15,7 @@ everywhere, changelog records and offsets written by the step, not by Faust.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -30,7 +31,7 @@ from stream.config import Settings, SettingsError
 from stream.metrics import windows
 from stream.privacy.purge import Purge
 from stream.privacy.suppressions import SuppressionList
-from stream.processor import faust_internals
+from stream.processor import faust_internals, heap
 from stream.processor.engine import TICK_KEY, Engine, tick_value
 from stream.processor.positions import RESEEK_SECONDS
 from stream.processor.step import Step
@@ -196,6 +197,16 @@ def create_app(settings: Settings) -> faust.App:
             clock = engine.clocks.get(partition)
             if clock:
                 EVENT_TIME_LAG.labels(str(partition)).set(max(0.0, now / 1000 - clock / 1000))
+
+    trim = heap.malloc_trim()
+    if trim is not None:
+        trims = heap.TrimPlan(at=time.monotonic())
+
+        @app.timer(heap.CHECK_SECONDS)
+        async def give_back_memory():
+            """Freed C heap back to the OS (heap.py), in a thread: the loop goes on."""
+            if trims.due(journey.finished + linking.finished, time.monotonic()):
+                await asyncio.to_thread(trim, 0)
 
     @app.timer(RESEEK_SECONDS)
     async def reseek():

@@ -52,6 +52,7 @@ class Step:
     positions: Positions = field(init=False)
     inflight: dict[str, InFlight] = field(init=False)
     starts: dict = field(init=False, default_factory=dict)  # tp -> the log's first offset
+    finished: int = field(init=False, default=0)  # records of the batches finished so far
 
     def __post_init__(self) -> None:
         self.positions = Positions(
@@ -155,6 +156,7 @@ class Step:
                 await internals.commit(self.app.consumer, offsets)
             except Exception as exc:  # noqa: BLE001 - the next batch's commit covers it
                 log.warning("offset commit failed (the next batch's commit covers it): %r", exc)
+            self.finished += len(pairs)
         except Exception as exc:  # nothing after this batch may be committed: stop
             log.exception("could not finish a batch; stopping the worker")
             await self.app.crash(exc)

@@ -205,3 +205,26 @@ def test_an_event_without_the_later_fields_is_still_processed() -> None:
     assert invalid["reasons"] == [
         "processor: ValidationError: Object missing required field `click_id`"
     ]
+
+
+def test_the_schedule_and_the_table_share_each_visitors_key() -> None:
+    """One key object per visitor in state (memory per visitor, BENCHMARKS.md sixth
+    session): the table's key is the schedule's, also after a tick takes a visitor out
+    and plans it again, and after a restart."""
+    shell = Shell()
+    for n in range(20):
+        shell.send(visitor=f"v{n}", ts=T0 + n * MIN)
+    shell.send(visitor="v3", ts=T0 + 25 * MIN)
+
+    def shared(s: Shell) -> bool:
+        planned = s.engine.partitions[0].schedule.planned
+        stored = {k: k for k in s.visitors}
+        return len(planned) == len(stored) and all(stored[k] is k for k in planned)
+
+    assert shared(shell)
+    shell.tick(T0 + 40 * MIN)  # some closed, some out early and planned again
+    assert shared(shell)
+    second = Shell()
+    second.visitors, second.rows = dict(shell.visitors), dict(shell.rows)
+    second.tick(T0 + 41 * MIN)
+    assert shared(second)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import lz4.block
 import orjson
 import pytest
 
 from stream.journey import StageMachine, apply, decode_state, encode_state
-from stream.journey.state import FORMAT, SessionState, VisitorState, copy_state
+from stream.journey.state import (
+    _DICT_1,
+    FORMAT,
+    SessionState,
+    VisitorState,
+    copy_state,
+    state_json,
+    store_state,
+)
 from stream.sessionize.rules import SessionRules
 from tests.golden.script import event
 
@@ -106,3 +117,31 @@ def test_copy_shares_nothing_mutable() -> None:
 def test_state_records_are_slotted() -> None:
     assert not hasattr(VisitorState("v"), "__dict__")
     assert not hasattr(SessionState("s", 0, 0), "__dict__")
+
+
+def test_the_stored_state_decodes_and_is_smaller_with_the_dictionary() -> None:
+    state = active_visitor()
+    stored = store_state(state)
+    assert stored[:1] == b"\x05"
+    assert decode_state(stored) == state
+    assert state_json(stored) == encode_state(state)
+    assert store_state(state) == stored  # deterministic
+    plain = b"\x04" + lz4.block.compress(encode_state(state))
+    print(f"stored state: {len(stored)} B with the dictionary, {len(plain)} B without")
+    assert len(stored) < 0.8 * len(plain)
+
+
+def test_states_stored_by_earlier_versions_still_decode() -> None:
+    """JSON (the first format, and the ClickHouse archive) and plain LZ4 (before the
+    dictionary): both are in changelogs and archives."""
+    state = active_visitor()
+    assert decode_state(encode_state(state)) == state
+    assert decode_state(b"\x04" + lz4.block.compress(encode_state(state))) == state
+    assert state_json(b"\x04" + lz4.block.compress(b"[1]")) == b"[1]"
+
+
+def test_the_dictionary_never_changes() -> None:
+    """States stored with it need exactly these bytes to decode: a new dictionary is a
+    new file under a new marker."""
+    digest = hashlib.sha256(_DICT_1).hexdigest()
+    assert digest == "67e5c72b960fdcbd7c3817b248600b07b9475fcdc373d8725deb1a20031b5184"
