@@ -9,8 +9,8 @@ Stages are stored by name, so reordering stages.json never corrupts a state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from importlib import resources
 from operator import attrgetter
-from pathlib import Path
 from typing import Any
 
 import lz4.block
@@ -180,7 +180,8 @@ _LZ4_DICT_1 = b"\x05"  # compressed against dictionary 1 (below)
 # file under a new marker, the old one kept for decoding (BENCHMARKS.md, sixth session:
 # `backports.zstd.train_dict(samples, 8192).dict_content` over 8,700 states of the
 # traffic model, seed 11; the 8 KB size costs 5 µs per compression, 16 KB twice that).
-_DICT_1 = (Path(__file__).parent / "state_dict_1.bin").read_bytes()
+# (Found through the package, not __file__: compiled, this module lives in build/core.)
+_DICT_1 = resources.files("stream.journey").joinpath("state_dict_1.bin").read_bytes()
 
 
 def store_state(state: VisitorState) -> bytes:
