@@ -25,7 +25,7 @@ from pathlib import Path
 
 from stream.config import REPO_ROOT, SettingsError, _bool
 
-MODULES = (  # not stream.records: EVENT_FIELD_TYPES reads its annotations
+MODULES = (  # not stream.records: msgspec reads EventRecord's annotations (EVENTS)
     "stream.sessionize.rules",
     "stream.sessionize.ids",
     "stream.sessionize.assign",

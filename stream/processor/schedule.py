@@ -45,17 +45,7 @@ class Schedule:
         planned = self.planned.get(visitor)
         if planned is not None and planned <= at:
             return
-        number = at >> SHIFT
-        if number <= self.reached:
-            self.planned[visitor] = at
-            heapq.heappush(self.near, (at, visitor))
-        else:
-            bucket = self.buckets.get(number)
-            if bucket is None:
-                bucket = self.buckets[number] = [number << SHIFT]
-                heapq.heappush(self.numbers, number)
-            self.planned[visitor] = bucket[0]
-            bucket.append(visitor)
+        self._file(visitor, at)
         self.entries += 1
         if self.entries > 2 * len(self.planned) + SLACK:
             self._compact()
@@ -89,21 +79,24 @@ class Schedule:
     def __len__(self) -> int:
         return len(self.planned)
 
+    def _file(self, visitor: bytes, at: int) -> None:
+        """Put a look where it belongs: exactly on the near heap once the clock has reached
+        its bucket; else in its bucket, planned at the bucket's start (one shared int)."""
+        number = at >> SHIFT
+        if number <= self.reached:
+            self.planned[visitor] = at
+            heapq.heappush(self.near, (at, visitor))
+            return
+        bucket = self.buckets.get(number)
+        if bucket is None:
+            bucket = self.buckets[number] = [number << SHIFT]
+            heapq.heappush(self.numbers, number)
+        self.planned[visitor] = bucket[0]
+        bucket.append(visitor)
+
     def _compact(self) -> None:
         """Drop stale entries (one per re-plan) so the schedule stays the size of the plan."""
         self.near, self.numbers, self.buckets = [], [], {}
-        planned = self.planned
-        for visitor, at in planned.items():
-            number = at >> SHIFT
-            if number <= self.reached:
-                self.near.append((at, visitor))
-            else:
-                bucket = self.buckets.get(number)
-                if bucket is None:
-                    bucket = self.buckets[number] = [at]  # a far look is its bucket's start
-                    self.numbers.append(number)
-                planned[visitor] = bucket[0]  # one shared int per bucket again
-                bucket.append(visitor)
-        heapq.heapify(self.near)
-        heapq.heapify(self.numbers)
-        self.entries = len(planned)
+        for visitor, at in self.planned.items():  # values replaced, no key added
+            self._file(visitor, at)
+        self.entries = len(self.planned)

@@ -161,9 +161,8 @@ class Sink:
         self._task: asyncio.Task | None = None
         self._writing: asyncio.Task | None = None  # the insert in flight
         self._lag_at = 0.0
-        self._never_committed: set[TopicPartition] = (
-            set()
-        )  # the group had no offset: not asked again
+        # Partitions the group had no offset for: not asked again until a reassignment.
+        self._never_committed: set[TopicPartition] = set()
         self._catchup_until: float | None = None  # set by stop(): read on until then
 
     # --- outage simulation -------------------------------------------------------
