@@ -200,7 +200,8 @@ def test_grafana_datasources_point_at_compose_services():
 
 def test_dockerfile_image_shape():
     assert re.search(r"^FROM python:3\.11-slim", DOCKERFILE, flags=re.M)
-    assert re.search(r"^RUN pip install \.", DOCKERFILE, flags=re.M)
+    assert re.search(r"^RUN pip install -e \.$", DOCKERFILE, flags=re.M)
+    assert "COPY --from=core /app/build/core ./build/core" in DOCKERFILE
     assert re.search(r"^COPY schemas \./schemas", DOCKERFILE, flags=re.M)
     assert "CLICKSTREAM_SCHEMAS_DIR=/app/schemas" in DOCKERFILE
     assert 'ENTRYPOINT ["clickstream"]' in DOCKERFILE
