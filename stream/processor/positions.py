@@ -74,11 +74,25 @@ class Positions:
         at = at or event_at
         keep: list = []
         seeks: dict[Any, int] = {}
+        # The group's commits move only between calls (the step commits after awaits):
+        # read once per partition per call, not per event.
+        commits: dict[Any, int | None] = {}
         for event in events:
             tp, offset = at(event)
             if assigned is not None and tp not in assigned:
                 continue
             expected = self.next.get(tp)
+            if expected == offset:  # the usual case, decided as below, in short
+                committed = (
+                    commits[tp] if tp in commits else commits.setdefault(tp, self.committed(tp))
+                )
+                if committed is None or committed <= offset:
+                    self.seeking.pop(tp, None)
+                    self.sought.pop(tp, None)
+                    self.moved[tp] = now
+                    keep.append(event)
+                    self.next[tp] = offset + 1
+                    continue
             if expected is None:
                 expected = self.committed(tp)
                 if expected is not None and offset < expected:
@@ -182,3 +196,8 @@ def batch_offsets(events: Sequence[Any], at: Callable[[Any], tuple[Any, int]] = 
     """The offset to commit per partition: the next one after the batch's last."""
     at = at or event_at
     return {tp: offset + 1 for tp, offset in map(at, events)}
+
+
+def pair_offsets(pairs: Sequence[tuple[Any, Any]]) -> dict:
+    """batch_offsets of (tp, record) pairs, without a call per pair."""
+    return {tp: record.offset + 1 for tp, record in pairs}
