@@ -30,7 +30,7 @@ from stream import partitioning
 from stream.processor import faust_internals as internals
 from stream.processor.engine import BatchResult, Record
 from stream.processor.inflight import InFlight
-from stream.processor.positions import Positions, pair_at, pair_offsets
+from stream.processor.positions import Positions, pair_offsets
 from stream.telemetry import PROCESSING_LATENCY
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class Step:
     async def run(self, stream) -> None:
         """Batches from a Faust stream of this step's source."""
         await self._run(
-            [(e.message.tp, e.message) for e in batch]
+            [(e.message.tp, [e.message]) for e in batch]
             async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN)
         )
 
@@ -83,17 +83,18 @@ class Step:
                     more = queue.get_nowait()
                     groups += more
                     size += sum(len(records) for _, records in more)
-                yield [(tp, record) for tp, records in groups for record in records]
+                yield groups
 
         await self._run(batches())
 
     async def _run(self, batches: AsyncIterator[list]) -> None:
-        """`batches`: lists of (tp, record); a record has topic, partition, offset, key
-        and value (an aiokafka ConsumerRecord, or a Faust Message)."""
+        """`batches`: lists of (tp, records), each a partition's records in offset order;
+        a record has topic, partition, offset, key and value (an aiokafka ConsumerRecord,
+        or a Faust Message)."""
         finishing: asyncio.Future | None = None
         number = 0
-        async for pairs in batches:
-            admitted = await self.admit(pairs)
+        async for runs in batches:
+            admitted = await self.admit(runs)
             if not admitted:
                 continue
             result = self.compute([record for _, record in admitted], self.read)
@@ -110,10 +111,11 @@ class Step:
         """A key's value as the next batch must see it: in flight, else stored."""
         return self.inflight[table].get(key, self.stores[table])
 
-    async def admit(self, pairs: list) -> list:
+    async def admit(self, runs: list) -> list:
+        """The (tp, record) pairs to apply, of (tp, records) runs."""
         assigned = self.assigned()
-        await self.learn_starts(set(map(itemgetter(0), pairs)) & assigned)
-        admitted, seeks = self.positions.admit(pairs, assigned=assigned, at=pair_at)
+        await self.learn_starts(set(map(itemgetter(0), runs)) & assigned)
+        admitted, seeks = self.positions.admit_runs(runs, assigned=assigned)
         if seeks:
             for tp in seeks:  # read again after the seek: retention may have moved it
                 self.starts.pop(tp, None)

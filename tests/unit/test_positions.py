@@ -200,3 +200,46 @@ def test_the_short_path_decides_as_the_full_checks(seed) -> None:
             slow.sought,
             slow.moved,
         )
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_runs_are_admitted_as_record_by_record(seed) -> None:
+    """admit_runs over a fetch's (tp, records) runs (in order, with re-reads, jumps and
+    commits among them): the same pairs, seeks and positions as admit over the records."""
+    import random
+
+    rng = random.Random(seed)
+    commits: dict = {}
+    starts = {TP0: 0, TP1: None}
+    runs_p = Positions(commits.get, starts.get)
+    flat_p = Positions(commits.get, starts.get)
+    heads = {TP0: 0, TP1: 0}
+    for step in range(40):
+        runs = []
+        for _ in range(rng.randint(0, 6)):
+            tp, records = rng.choice([TP0, TP1]), []
+            for _ in range(rng.randint(0, 8)):
+                r = rng.random()
+                if r < 0.85:
+                    heads[tp] += 1
+                elif r < 0.92:
+                    heads[tp] = max(0, heads[tp] - rng.randint(1, 5))
+                else:
+                    heads[tp] += rng.randint(2, 9)
+                records.append(SimpleNamespace(offset=heads[tp]))
+            runs.append((tp, records))
+        if rng.random() < 0.2:
+            tp = rng.choice([TP0, TP1])
+            commits[tp] = heads[tp] + rng.randint(-3, 3)
+        assigned = {TP0, TP1} if rng.random() < 0.8 else {TP0}
+        now = step * 0.5
+        got = runs_p.admit_runs(runs, now=now, assigned=assigned)
+        flat = [(tp, r) for tp, records in runs for r in records]
+        want = flat_p.admit(flat, now=now, assigned=assigned, at=lambda p: (p[0], p[1].offset))
+        assert got[0] == want[0] and got[1] == want[1]
+        assert (runs_p.next, runs_p.seeking, runs_p.sought, runs_p.moved) == (
+            flat_p.next,
+            flat_p.seeking,
+            flat_p.sought,
+            flat_p.moved,
+        )
