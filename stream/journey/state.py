@@ -33,7 +33,10 @@ Product = tuple[str, str, str]  # product_id, name, url
 Step = tuple  # (stage, ts, event id, session id); older states hold (stage, ts)
 
 
-@dataclass(slots=True)
+# init=False, each __init__ written out: compiled, a dataclass's generated __init__ stays
+# interpreted Python, and a state is made per visitor per batch (BENCHMARKS.md, seventh
+# session). Keep them in step with the fields (test_journey_state.py checks).
+@dataclass(slots=True, init=False)
 class SessionState:
     id: str  # from (visitor, first-seen start): stays when `start` moves earlier
     start: int
@@ -74,12 +77,88 @@ class SessionState:
     counted_bounce: bool = False
     counted_stage: str = ""
 
+    def __init__(
+        self,
+        id: str,
+        start: int,
+        end: int,
+        events: int = 0,
+        pageviews: int = 0,
+        interactions: int = 0,
+        engaged_s: float = 0.0,
+        stage: str = "",
+        landing_page: str = "",
+        landing_ts: int = 0,
+        exit_page: str = "",
+        exit_ts: int = 0,
+        referrer: str = "",
+        ref_source: str = "",
+        ref_medium: str = "",
+        utm_source: str = "",
+        utm_medium: str = "",
+        utm_campaign: str = "",
+        click_id: str = "",
+        device_type: str = "",
+        browser: str = "",
+        os: str = "",
+        is_bot: bool = False,
+        orders: int = 0,
+        revenue: float = 0.0,
+        refunds: int = 0,
+        cart_touched: bool = False,
+        checkout: bool = False,
+        is_new: bool = False,
+        after_purchase: bool = False,
+        ended_by: str = "",
+        window: int = 0,
+        dims: tuple | None = None,
+        closed_as: str = "",
+        counted_bounce: bool = False,
+        counted_stage: str = "",
+    ) -> None:
+        self.id = id
+        self.start = start
+        self.end = end
+        self.events = events
+        self.pageviews = pageviews
+        self.interactions = interactions
+        self.engaged_s = engaged_s
+        self.stage = stage
+        self.landing_page = landing_page
+        self.landing_ts = landing_ts
+        self.exit_page = exit_page
+        self.exit_ts = exit_ts
+        self.referrer = referrer
+        self.ref_source = ref_source
+        self.ref_medium = ref_medium
+        self.utm_source = utm_source
+        self.utm_medium = utm_medium
+        self.utm_campaign = utm_campaign
+        self.click_id = click_id
+        self.device_type = device_type
+        self.browser = browser
+        self.os = os
+        self.is_bot = is_bot
+        self.orders = orders
+        self.revenue = revenue
+        self.refunds = refunds
+        self.cart_touched = cart_touched
+        self.checkout = checkout
+        self.is_new = is_new
+        self.after_purchase = after_purchase
+        self.ended_by = ended_by
+        self.window = window
+        self.dims = dims
+        self.closed_as = closed_as
+        self.counted_bounce = counted_bounce
+        self.counted_stage = counted_stage
+
     @property
     def campaign(self) -> Campaign:
         return (self.utm_source, self.utm_medium, self.utm_campaign, self.click_id)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class VisitorState:
     visitor_id: str
     anonymous_id: str = ""
@@ -121,6 +200,84 @@ class VisitorState:
     metric_dims: tuple | None = None  # latest metrics key (stage changes, triggers)
     counted: list[tuple[int, int]] = field(default_factory=list)  # (window, key hash)
     marketing: bool = True  # marketing consent of the latest event (journey/consent.py)
+
+    def __init__(
+        self,
+        visitor_id: str,
+        anonymous_id: str = "",
+        user_id: str = "",
+        source: str = "",
+        first_seen: int = 0,
+        last_seen: int = 0,
+        last_event_id: str = "",
+        floor: int = 0,
+        offsets: dict[int, int] | None = None,
+        sessions: list[SessionState] | None = None,
+        session_count: int = 0,
+        events: int = 0,
+        late: int = 0,
+        orders: int = 0,
+        revenue: float = 0.0,
+        refunded: float = 0.0,
+        refunds: int = 0,
+        last_order_ts: int = 0,
+        order_ids: list[str] | None = None,
+        stage: str = "",
+        max_stage: str = "",
+        history: list[Step] | None = None,
+        first_referrer: str = "",
+        first_landing_page: str = "",
+        first_utm_source: str = "",
+        first_utm_medium: str = "",
+        first_utm_campaign: str = "",
+        cart: list[CartLine] | None = None,
+        currency: str = "",
+        last_product: Product | None = None,
+        is_bot: bool = False,
+        version: int = 0,
+        last_arrival: int = 0,
+        closed: list[SessionState] | None = None,
+        metric_dims: tuple | None = None,
+        counted: list[tuple[int, int]] | None = None,
+        marketing: bool = True,
+    ) -> None:
+        self.visitor_id = visitor_id
+        self.anonymous_id = anonymous_id
+        self.user_id = user_id
+        self.source = source
+        self.first_seen = first_seen
+        self.last_seen = last_seen
+        self.last_event_id = last_event_id
+        self.floor = floor
+        self.offsets = {} if offsets is None else offsets
+        self.sessions = [] if sessions is None else sessions
+        self.session_count = session_count
+        self.events = events
+        self.late = late
+        self.orders = orders
+        self.revenue = revenue
+        self.refunded = refunded
+        self.refunds = refunds
+        self.last_order_ts = last_order_ts
+        self.order_ids = [] if order_ids is None else order_ids
+        self.stage = stage
+        self.max_stage = max_stage
+        self.history = [] if history is None else history
+        self.first_referrer = first_referrer
+        self.first_landing_page = first_landing_page
+        self.first_utm_source = first_utm_source
+        self.first_utm_medium = first_utm_medium
+        self.first_utm_campaign = first_utm_campaign
+        self.cart = [] if cart is None else cart
+        self.currency = currency
+        self.last_product = last_product
+        self.is_bot = is_bot
+        self.version = version
+        self.last_arrival = last_arrival
+        self.closed = [] if closed is None else closed
+        self.metric_dims = metric_dims
+        self.counted = [] if counted is None else counted
+        self.marketing = marketing
 
 
 _SESSION = tuple(f.name for f in fields(SessionState))

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from hashlib import blake2b
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
@@ -49,17 +49,38 @@ _PAGE_TYPES = frozenset({"page", "screen"})
 Figures = tuple[tuple[int, int | float], ...]
 
 
-class Delta(NamedTuple):  # a tuple: one or more per event, and cheaper than a frozen dataclass
-    window: int
-    dims: Dims
-    figures: Figures = ()
+class Delta:
+    """One row change. A plain class with its __init__ written out: one or more are made
+    per event, and compiled, a NamedTuple's (or a dataclass's) generated __init__ stays
+    interpreted Python (2 % of the engine, BENCHMARKS.md, seventh session)."""
+
+    __slots__ = ("window", "dims", "figures")
+
+    def __init__(self, window: int, dims: Dims, figures: Figures = ()) -> None:
+        self.window = window
+        self.dims = dims
+        self.figures = figures
+
+    def __repr__(self) -> str:
+        return f"Delta({self.window!r}, {self.dims!r}, {self.figures!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Delta):
+            return NotImplemented
+        return (self.window, self.dims, self.figures) == (other.window, other.dims, other.figures)
+
+    def __hash__(self) -> int:
+        return hash((self.window, self.dims, self.figures))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class MetricRow:
     """The increment of one row since it was last published."""
 
     figures: list = field(default_factory=lambda: list(fig.ZERO))
+
+    def __init__(self, figures: list | None = None) -> None:  # written out, as Delta's
+        self.figures = list(fig.ZERO) if figures is None else figures
 
     def fold(self, delta: Delta) -> None:
         f = self.figures

@@ -103,11 +103,19 @@ class Record:
     value: bytes | None  # None: a tombstone
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Output:
+    # Not frozen, its __init__ written out: compiled, a dataclass's generated __init__
+    # stays interpreted Python (and a frozen one's sets each field through
+    # object.__setattr__); several are made per event. Nothing changes one.
     topic: str
     key: bytes
     value: bytes
+
+    def __init__(self, topic: str, key: bytes, value: bytes) -> None:
+        self.topic = topic
+        self.key = key
+        self.value = value
 
 
 @dataclass(slots=True)

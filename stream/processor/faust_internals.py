@@ -46,6 +46,8 @@ Part 2, private calls the processor's batch step makes (no public API does these
   (`Table.data`), under the partition of the record being applied (the RocksDB store
   files a write under Faust's current event: `faust.streams._current_event`), and the
   changelog offset RocksDB remembers for recovery (`set_persisted_offset`).
+- `store_reader`: a table's local store read without Faust's sensors (`Table.data`),
+  as `write_store` writes it.
 - `paused`: for the rebalance log (`Consumer._thread._ensure_consumer().paused()`).
 """
 
@@ -208,6 +210,21 @@ async def commit(consumer, offsets: Mapping) -> None:
 
 def committed(consumer, tp) -> int | None:
     return consumer._committed_offset.get(tp)
+
+
+def store_reader(table):
+    """A key's value in the table's local store, as `table.get(key)` gives it, without
+    Faust's per-read sensor calls (the step writes the store directly too, write_store):
+    the in-memory store's dict as it is at each read, any other store through Faust."""
+    from faust.stores.memory import Store as MemoryStore
+
+    def get(key: bytes) -> bytes | None:
+        data = table.data
+        if type(data) is MemoryStore:
+            return data.data.get(key)
+        return table.get(key)
+
+    return get
 
 
 def paused(consumer) -> set:

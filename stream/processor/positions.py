@@ -25,6 +25,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 from stream.telemetry import OFFSET_GAPS
@@ -35,6 +37,7 @@ TP = tuple[str, int]
 GIVE_UP_SECONDS = 30.0  # a seek that never brings the expected offset: stop the worker
 RESEEK_SECONDS = 1.0  # a seek can be undone by records Faust had already fetched
 STALL_SECONDS = 5.0  # records waiting on the broker and none delivered for this long
+_OFFSET = attrgetter("offset")
 
 
 class SkippedRecords(RuntimeError):
@@ -74,11 +77,25 @@ class Positions:
         at = at or event_at
         keep: list = []
         seeks: dict[Any, int] = {}
+        # The group's commits move only between calls (the step commits after awaits):
+        # read once per partition per call, not per event.
+        commits: dict[Any, int | None] = {}
         for event in events:
             tp, offset = at(event)
             if assigned is not None and tp not in assigned:
                 continue
             expected = self.next.get(tp)
+            if expected == offset:  # the usual case, decided as below, in short
+                committed = (
+                    commits[tp] if tp in commits else commits.setdefault(tp, self.committed(tp))
+                )
+                if committed is None or committed <= offset:
+                    self.seeking.pop(tp, None)
+                    self.sought.pop(tp, None)
+                    self.moved[tp] = now
+                    keep.append(event)
+                    self.next[tp] = offset + 1
+                    continue
             if expected is None:
                 expected = self.committed(tp)
                 if expected is not None and offset < expected:
@@ -103,6 +120,38 @@ class Positions:
             self.moved[tp] = now
             keep.append(event)
             self.next[tp] = offset + 1
+        return keep, seeks
+
+    def admit_runs(
+        self,
+        runs: Iterable[tuple[Any, Sequence[Any]]],
+        now: float | None = None,
+        assigned: Any = None,
+    ) -> tuple[list, dict]:
+        """admit() over (tp, records) runs as a fetch gives them, returning (tp, record)
+        pairs: a run of exactly the next offsets, none below a commit, is taken whole
+        (one check per run instead of per record); any other goes through admit()."""
+        now = time.monotonic() if now is None else now
+        keep: list = []
+        seeks: dict[Any, int] = {}
+        for tp, records in runs:
+            if not records or (assigned is not None and tp not in assigned):
+                continue
+            first, n = records[0].offset, len(records)
+            if self.next.get(tp) == first and records[-1].offset == first + n - 1:
+                committed = self.committed(tp)
+                if (committed is None or committed <= first) and list(
+                    map(_OFFSET, records)
+                ) == list(range(first, first + n)):
+                    self.seeking.pop(tp, None)
+                    self.sought.pop(tp, None)
+                    self.moved[tp] = now
+                    keep.extend(zip(repeat(tp, n), records, strict=True))
+                    self.next[tp] = first + n
+                    continue
+            kept, more = self.admit([(tp, r) for r in records], now, assigned, pair_at)
+            keep += kept
+            seeks.update(more)  # as one admit() call: a later seek of a partition wins
         return keep, seeks
 
     def reseeks(self, now: float | None = None) -> dict[Any, int]:
@@ -182,3 +231,8 @@ def batch_offsets(events: Sequence[Any], at: Callable[[Any], tuple[Any, int]] = 
     """The offset to commit per partition: the next one after the batch's last."""
     at = at or event_at
     return {tp: offset + 1 for tp, offset in map(at, events)}
+
+
+def pair_offsets(pairs: Sequence[tuple[Any, Any]]) -> dict:
+    """batch_offsets of (tp, record) pairs, without a call per pair."""
+    return {tp: record.offset + 1 for tp, record in pairs}

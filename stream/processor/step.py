@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from faust.exceptions import ConsumerNotStarted
 
@@ -29,7 +30,7 @@ from stream import partitioning
 from stream.processor import faust_internals as internals
 from stream.processor.engine import BatchResult, Record
 from stream.processor.inflight import InFlight
-from stream.processor.positions import Positions, batch_offsets, pair_at
+from stream.processor.positions import Positions, pair_offsets
 from stream.telemetry import PROCESSING_LATENCY
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Step:
     compute: Compute
     positions: Positions = field(init=False)
     inflight: dict[str, InFlight] = field(init=False)
+    stores: dict[str, Callable[[bytes], bytes | None]] = field(init=False)  # name -> get
     starts: dict = field(init=False, default_factory=dict)  # tp -> the log's first offset
     finished: int = field(init=False, default=0)  # records of the batches finished so far
 
@@ -59,12 +61,13 @@ class Step:
             lambda tp: internals.committed(self.app.consumer, tp), self.starts.get
         )
         self.inflight = {name: InFlight() for name in self.tables}
+        self.stores = {name: internals.store_reader(t) for name, t in self.tables.items()}
 
     # --- the agent ----------------------------------------------------------------
     async def run(self, stream) -> None:
         """Batches from a Faust stream of this step's source."""
         await self._run(
-            [(e.message.tp, e.message) for e in batch]
+            [(e.message.tp, [e.message]) for e in batch]
             async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN)
         )
 
@@ -80,17 +83,18 @@ class Step:
                     more = queue.get_nowait()
                     groups += more
                     size += sum(len(records) for _, records in more)
-                yield [(tp, record) for tp, records in groups for record in records]
+                yield groups
 
         await self._run(batches())
 
     async def _run(self, batches: AsyncIterator[list]) -> None:
-        """`batches`: lists of (tp, record); a record has topic, partition, offset, key
-        and value (an aiokafka ConsumerRecord, or a Faust Message)."""
+        """`batches`: lists of (tp, records), each a partition's records in offset order;
+        a record has topic, partition, offset, key and value (an aiokafka ConsumerRecord,
+        or a Faust Message)."""
         finishing: asyncio.Future | None = None
         number = 0
-        async for pairs in batches:
-            admitted = await self.admit(pairs)
+        async for runs in batches:
+            admitted = await self.admit(runs)
             if not admitted:
                 continue
             result = self.compute([record for _, record in admitted], self.read)
@@ -105,12 +109,13 @@ class Step:
 
     def read(self, table: str, key: bytes) -> bytes | None:
         """A key's value as the next batch must see it: in flight, else stored."""
-        return self.inflight[table].get(key, self.tables[table].get)
+        return self.inflight[table].get(key, self.stores[table])
 
-    async def admit(self, pairs: list) -> list:
+    async def admit(self, runs: list) -> list:
+        """The (tp, record) pairs to apply, of (tp, records) runs."""
         assigned = self.assigned()
-        await self.learn_starts({tp for tp, _ in pairs if tp in assigned})
-        admitted, seeks = self.positions.admit(pairs, assigned=assigned, at=pair_at)
+        await self.learn_starts(set(map(itemgetter(0), runs)) & assigned)
+        admitted, seeks = self.positions.admit_runs(runs, assigned=assigned)
         if seeks:
             for tp in seeks:  # read again after the seek: retention may have moved it
                 self.starts.pop(tp, None)
@@ -149,9 +154,7 @@ class Step:
             }
             await write_state(self.app.producer, self.tables, writes, pairs)
             owned = self.owned()
-            offsets = {
-                tp: o for tp, o in batch_offsets(pairs, pair_at).items() if tp.partition in owned
-            }
+            offsets = {tp: o for tp, o in pair_offsets(pairs).items() if tp.partition in owned}
             try:
                 await internals.commit(self.app.consumer, offsets)
             except Exception as exc:  # noqa: BLE001 - the next batch's commit covers it
@@ -210,11 +213,18 @@ async def send_all(
     kafka = internals.kafka_producer(producer)
     counts: dict[str, list[int]] = {}
     groups: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+    key_hash = partitioning.key_hash
     for topic, key, value, partition in messages:
         if partition is None:
             if topic not in counts:
                 counts[topic] = sorted(await kafka.partitions_for(topic))
-            partition = partitioning.KEYS(key, counts[topic], ())
+            ids = counts[topic]
+            # partitioning.KEYS inline (a call less per output), keyless ones by it
+            partition = (
+                ids[key_hash(key) % len(ids)]
+                if key is not None
+                else partitioning.KEYS(key, ids, ())
+            )
         groups.setdefault((topic, partition), []).append((key, value))
     sent = []
     for (topic, partition), items in groups.items():
@@ -253,16 +263,14 @@ class _Source:
 async def write_state(producer, tables: Mapping, writes: Mapping[str, list], pairs: list) -> None:
     """Every table's changelog records as one batch, acknowledged; then the stores.
     `pairs`: the batch's (tp, record)s, whose partitions the writes are filed under."""
-    messages = [
-        (tables[name].changelog_topic.get_topic_name(), k, v, p)
-        for name, items in writes.items()
-        for k, v, p in items
-    ]
+    topics = {name: tables[name].changelog_topic.get_topic_name() for name in writes}
+    messages = [(topics[name], k, v, p) for name, items in writes.items() for k, v, p in items]
     if not messages:
         return
     last = await send_all(producer, messages)
-    sources = {record.partition: _Source(record) for _, record in pairs}
+    records = {record.partition: record for _, record in pairs}  # the last of each
+    sources = {partition: _Source(record) for partition, record in records.items()}
     for name, items in writes.items():
-        topic = tables[name].changelog_topic.get_topic_name()
+        topic = topics[name]
         offsets = {p: o for (t, p), o in last.items() if t == topic}
         internals.write_store(tables[name], sources, items, offsets)

@@ -94,3 +94,18 @@ def test_the_processor_delivers_both_sources_in_batches(pristine) -> None:
         settings.topic(topics.EVENTS),
         settings.topic(topics.IDENTITIES),
     }
+
+
+def test_the_store_reader_reads_what_the_table_holds() -> None:
+    """store_reader: the memory store's dict, as Table.get gives it (written here as
+    write_store writes it: into the store, past Faust's sensors)."""
+    import faust
+
+    app = faust.App("pin-store-reader", broker="kafka://127.0.0.1:1", store="memory://")
+    table = app.Table("t", default=None, key_type=bytes, value_type=bytes)
+    read = faust_internals.store_reader(table)
+    assert read(b"k") is None and table.get(b"k") is None
+    table.data[b"k"] = b"v"
+    assert read(b"k") == table.get(b"k") == b"v"
+    table.data.pop(b"k")
+    assert read(b"k") is None and table.get(b"k") is None

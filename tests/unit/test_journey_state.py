@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import lz4.block
@@ -145,3 +146,29 @@ def test_the_dictionary_never_changes() -> None:
     new file under a new marker."""
     digest = hashlib.sha256(_DICT_1).hexdigest()
     assert digest == "67e5c72b960fdcbd7c3817b248600b07b9475fcdc373d8725deb1a20031b5184"
+
+
+def _required(cls) -> list:
+    return ["v"] if cls is VisitorState else ["s", 0, 0]
+
+
+@pytest.mark.parametrize("cls", [SessionState, VisitorState])
+def test_the_written_out_init_matches_the_fields(cls) -> None:
+    """The __init__s are written out (compiled, a generated one is interpreted Python):
+    the fields' order and defaults, a fresh list or dict per default factory."""
+    fields = dataclasses.fields(cls)
+    a, b = cls(*_required(cls)), cls(*_required(cls))
+    for f in fields[len(_required(cls)) :]:
+        if f.default_factory is not dataclasses.MISSING:
+            assert getattr(a, f.name) == f.default_factory(), f.name
+            assert getattr(a, f.name) is not getattr(b, f.name), f.name
+        else:
+            got = getattr(a, f.name)
+            assert got == f.default and type(got) is type(f.default), f.name
+    # Every field positionally, in declared order (decode_state builds states so).
+    values = [getattr(a, f.name) for f in fields]
+    values = [
+        f"<{f.name}>" if isinstance(v, str) else v for f, v in zip(fields, values, strict=True)
+    ]
+    c = cls(*values)
+    assert [getattr(c, f.name) for f in fields] == values

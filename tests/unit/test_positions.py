@@ -124,3 +124,122 @@ def test_a_stalled_partition_without_commit_is_sought_to_the_logs_start() -> Non
     p = Positions(start={TP0: 30}.get)
     assert p.stalled({TP0: 40}, now=0) == {}
     assert p.stalled({TP0: 40}, now=6) == {TP0: 30}
+
+
+def _reference_admit(p: Positions, events, now, assigned=None):
+    """Positions.admit as it was before its short path (seventh session): every event
+    through the full checks, the group's commit read per event."""
+    keep, seeks = [], {}
+    for event in events:
+        tp, offset = event.message.tp, event.message.offset
+        if assigned is not None and tp not in assigned:
+            continue
+        expected = p.next.get(tp)
+        if expected is None:
+            expected = p.committed(tp)
+            if expected is not None and offset < expected:
+                continue
+            if expected is None:
+                expected = p.start(tp)
+        if expected is not None:
+            committed = p.committed(tp)
+            if committed is not None and committed > expected:
+                expected = committed
+            if offset < p.next.get(tp, expected):
+                continue
+            if offset > expected:
+                p._missing(tp, expected, offset, now)
+                if tp not in p.seeking:
+                    p.seeking[tp] = (expected, now)
+                    p.sought[tp] = now
+                    seeks[tp] = expected
+                continue
+        p.seeking.pop(tp, None)
+        p.sought.pop(tp, None)
+        p.moved[tp] = now
+        keep.append(event)
+        p.next[tp] = offset + 1
+    return keep, seeks
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_short_path_decides_as_the_full_checks(seed) -> None:
+    """Random batches (runs, re-reads, jumps, commits by another worker, revocations):
+    the same records kept, the same seeks, the same positions as the full checks."""
+    import random
+
+    rng = random.Random(seed)
+    commits: dict = {}
+    starts = {TP0: 0, TP1: None}
+    fast = Positions(commits.get, starts.get)
+    slow = Positions(commits.get, starts.get)
+    heads = {TP0: 0, TP1: 0}
+    for step in range(40):
+        batch = []
+        for _ in range(rng.randint(0, 30)):
+            tp = rng.choice([TP0, TP1])
+            r = rng.random()
+            if r < 0.8:
+                heads[tp] += 1
+            elif r < 0.9:
+                heads[tp] = max(0, heads[tp] - rng.randint(1, 5))
+            else:
+                heads[tp] += rng.randint(2, 9)
+            batch.append(ev(tp, heads[tp]))
+        if rng.random() < 0.2:
+            tp = rng.choice([TP0, TP1])
+            commits[tp] = heads[tp] + rng.randint(-3, 3)
+        assigned = {TP0, TP1} if rng.random() < 0.8 else {TP0}
+        now = step * 0.5
+        got = fast.admit(batch, now=now, assigned=assigned)
+        want = _reference_admit(slow, batch, now, assigned)
+        assert offsets(got[0]) == offsets(want[0]) and got[1] == want[1]
+        assert (fast.next, fast.seeking, fast.sought, fast.moved) == (
+            slow.next,
+            slow.seeking,
+            slow.sought,
+            slow.moved,
+        )
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_runs_are_admitted_as_record_by_record(seed) -> None:
+    """admit_runs over a fetch's (tp, records) runs (in order, with re-reads, jumps and
+    commits among them): the same pairs, seeks and positions as admit over the records."""
+    import random
+
+    rng = random.Random(seed)
+    commits: dict = {}
+    starts = {TP0: 0, TP1: None}
+    runs_p = Positions(commits.get, starts.get)
+    flat_p = Positions(commits.get, starts.get)
+    heads = {TP0: 0, TP1: 0}
+    for step in range(40):
+        runs = []
+        for _ in range(rng.randint(0, 6)):
+            tp, records = rng.choice([TP0, TP1]), []
+            for _ in range(rng.randint(0, 8)):
+                r = rng.random()
+                if r < 0.85:
+                    heads[tp] += 1
+                elif r < 0.92:
+                    heads[tp] = max(0, heads[tp] - rng.randint(1, 5))
+                else:
+                    heads[tp] += rng.randint(2, 9)
+                records.append(SimpleNamespace(offset=heads[tp]))
+            runs.append((tp, records))
+        if rng.random() < 0.2:
+            tp = rng.choice([TP0, TP1])
+            commits[tp] = heads[tp] + rng.randint(-3, 3)
+        assigned = {TP0, TP1} if rng.random() < 0.8 else {TP0}
+        now = step * 0.5
+        got = runs_p.admit_runs(runs, now=now, assigned=assigned)
+        flat = [(tp, r) for tp, records in runs for r in records]
+        want = flat_p.admit(flat, now=now, assigned=assigned, at=lambda p: (p[0], p[1].offset))
+        assert got[0] == want[0] and got[1] == want[1]
+        assert (runs_p.next, runs_p.seeking, runs_p.sought, runs_p.moved) == (
+            flat_p.next,
+            flat_p.seeking,
+            flat_p.sought,
+            flat_p.moved,
+        )

@@ -44,7 +44,8 @@ def step(consumer) -> Step:
 
 
 def pairs(*items):
-    return [(tp, SimpleNamespace(offset=offset)) for tp, offset in items]
+    """(tp, records) runs of one record each, as Step.admit takes them."""
+    return [(tp, [SimpleNamespace(offset=offset)]) for tp, offset in items]
 
 
 def test_a_first_record_after_the_logs_start_is_sought_back_not_taken() -> None:
