@@ -44,6 +44,17 @@ MODULES = (  # not stream.records: msgspec reads EventRecord's annotations (EVEN
     "stream.metrics.observe",
     "stream.processor.schedule",
     "stream.processor.engine",
+    # The collector's per-event work (server.py, publish.py: aiohttp and aiokafka, stay pure).
+    "stream.collector.clock",
+    "stream.collector.consent",
+    "stream.collector.intake",
+    "stream.collector.validate",
+    "stream.collector.normalize",
+    "stream.enrich.enricher",
+    "stream.enrich.campaign",
+    "stream.enrich.ip",
+    "stream.enrich.referrer",
+    "stream.enrich.useragent",
 )
 GROUP = "stream_core"  # mypyc's shared library is the top-level module GROUP__mypyc
 LIBRARY = f"{GROUP}__mypyc"
