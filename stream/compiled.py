@@ -50,6 +50,7 @@ MODULES = (  # not stream.records: msgspec reads EventRecord's annotations (EVEN
     "stream.collector.intake",
     "stream.collector.validate",
     "stream.collector.normalize",
+    "stream.collector.accept",
     "stream.enrich.enricher",
     "stream.enrich.campaign",
     "stream.enrich.ip",
