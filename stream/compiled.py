@@ -1,4 +1,5 @@
-"""The processor's pure core compiled with mypyc, used only while it matches the sources.
+"""The processor's pure core and the collector's per-event work compiled with mypyc, used
+only while they match the sources.
 
 `make` builds it (tools/compile_core.py) into build/core/: one extension module per
 source in MODULES, their shared library, and a manifest of the sha256 of each source as
