@@ -1,4 +1,5 @@
-"""The processor's pure core compiled with mypyc, used only while it matches the sources.
+"""The processor's pure core and the collector's per-event work compiled with mypyc, used
+only while they match the sources.
 
 `make` builds it (tools/compile_core.py) into build/core/: one extension module per
 source in MODULES, their shared library, and a manifest of the sha256 of each source as
@@ -44,6 +45,18 @@ MODULES = (  # not stream.records: msgspec reads EventRecord's annotations (EVEN
     "stream.metrics.observe",
     "stream.processor.schedule",
     "stream.processor.engine",
+    # The collector's per-event work (server.py, publish.py: aiohttp and aiokafka, stay pure).
+    "stream.collector.clock",
+    "stream.collector.consent",
+    "stream.collector.intake",
+    "stream.collector.validate",
+    "stream.collector.normalize",
+    "stream.collector.accept",
+    "stream.enrich.enricher",
+    "stream.enrich.campaign",
+    "stream.enrich.ip",
+    "stream.enrich.referrer",
+    "stream.enrich.useragent",
 )
 GROUP = "stream_core"  # mypyc's shared library is the top-level module GROUP__mypyc
 LIBRARY = f"{GROUP}__mypyc"

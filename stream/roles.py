@@ -74,8 +74,10 @@ def _stop_event() -> asyncio.Event:
 
 
 async def _serve_collector(settings: Settings) -> None:
+    from stream import compiled
     from stream.collector.server import serve
 
+    log.info("collector core: %s", compiled.STATUS)
     stop = _stop_event()
     runner = await serve(settings)
     log.info("collector listening", extra={"port": settings.http_port})

@@ -113,7 +113,7 @@ def resolve_source(
 class Call(NamedTuple):
     """One event of a request: its index, the decoded object, and its size as sent."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # (shadows tuple.index)
     payload: Any
     size: int
 

@@ -25,19 +25,16 @@ import orjson
 from aiohttp import web
 
 from stream.collector import consent, intake, sdk_config, snowplow
-from stream.collector.consent import GRANTED, ConsentRules, DailySalt
+from stream.collector.accept import Acceptor
+from stream.collector.consent import ConsentRules, DailySalt
 from stream.collector.intake import IntakeError
-from stream.collector.normalize import derive_message_id, to_record
 from stream.collector.publish import Publisher
 from stream.collector.validate import Validator
 from stream.config import Settings
 from stream.enrich import Enricher
 from stream.privacy.suppressions import SuppressionList
-from stream.records import EventRecord, InvalidRecord
+from stream.records import EventRecord
 from stream.telemetry import (
-    CONSENT_COOKIELESS,
-    CONSENT_DROPPED,
-    CONSENT_SIGNALS,
     EVENTS_ACCEPTED,
     EVENTS_RECEIVED,
     EVENTS_REJECTED,
@@ -65,7 +62,6 @@ SETTINGS = web.AppKey("settings", Settings)
 _received = cache(EVENTS_RECEIVED.labels)
 _accepted = cache(EVENTS_ACCEPTED.labels)
 _latency = cache(REQUEST_LATENCY.labels)
-_cookieless = cache(CONSENT_COOKIELESS.labels)
 
 
 def json_response(payload: dict[str, Any], status: int = 200) -> web.Response:
@@ -90,6 +86,13 @@ class Collector:
             honor_gpc=settings.honor_gpc,
         )
         self.salt = DailySalt()
+        self.acceptor = Acceptor(
+            self.validator,
+            self.enricher,
+            self.consent_rules,
+            self.salt,
+            settings.max_clock_skew_s * 1000,
+        )
 
     async def handle(self, request: web.Request, endpoint: str) -> web.Response:
         started = time.perf_counter()
@@ -233,62 +236,11 @@ class Collector:
         gpc = consent.header_on(request.headers.get("Sec-GPC"))
         dnt = consent.header_on(request.headers.get("DNT"))
 
-        events: list[EventRecord] = []
-        invalid: list[InvalidRecord] = []
-        errors: list[dict[str, Any]] = []
-        dropped = 0
-        failed = failed or {}
-        max_skew_ms = self.settings.max_clock_skew_s * 1000
-        for call in calls:
-            payload = (
-                intake.inherit(call.payload, shared)
-                if isinstance(call.payload, dict)
-                else call.payload
-            )
-            granted, stripped = GRANTED, False
-            if isinstance(payload, dict) and not failed.get(call.index):
-                granted = consent.resolve(payload, self.consent_rules, gpc, dnt)
-                if granted.signal:
-                    CONSENT_SIGNALS.labels(source, granted.signal).inc()
-                if not granted.analytics:
-                    if payload.get("type") in consent.IDENTITY_CALLS:
-                        CONSENT_DROPPED.labels(source, payload["type"]).inc()
-                        dropped += 1
-                        continue
-                    payload = self._cookieless(payload, source, received_at, ip, user_agent)
-                    stripped = True
-            reasons = failed.get(call.index) or self._check(call, payload, received_at, source)
-            if not reasons:
-                try:
-                    events.append(
-                        to_record(
-                            payload,
-                            source=source,
-                            received_at_ms=received_at,
-                            ip=ip,
-                            header_user_agent=user_agent,
-                            enricher=self.enricher,
-                            max_skew_ms=max_skew_ms,
-                            consent=granted,
-                        )
-                    )
-                    continue
-                except (
-                    ValueError,
-                    TypeError,
-                    KeyError,
-                ) as exc:  # never lose the batch for one event
-                    reasons = [f"could not normalize event: {exc}"]
-            if stripped:  # a dead letter must not keep what consent withheld
-                original = payload
-            else:
-                original = originals[call.index] if originals is not None else call.payload
-            record = dead_letter(original, reasons, source, received_at)
-            invalid.append(record)
-            errors.append(
-                {"index": call.index, "messageId": record["message_id"], "reasons": reasons}
-            )
-
+        sorted_ = self.acceptor.sort(
+            calls, shared, source, received_at, ip, user_agent, gpc, dnt, originals, failed or {}
+        )
+        events, invalid, errors = sorted_.events, sorted_.invalid, sorted_.errors
+        dropped = sorted_.dropped
         _received(source).inc(len(calls))
         accepted = len(events)
         if self.suppressions is not None and self.suppressions.matcher.hashes:
@@ -311,20 +263,6 @@ class Collector:
             answer["errors"] = errors
         return answer
 
-    def _cookieless(
-        self, call: dict[str, Any], source: str, received_at: int, ip: str, user_agent: str
-    ) -> dict[str, Any]:
-        """The call without identities, under its daily cookieless visitor id."""
-        context = call.get("context")
-        context = context if isinstance(context, dict) else {}
-        visitor_ip = context.get("ip") if isinstance(context.get("ip"), str) else ""
-        agent = context.get("userAgent") if isinstance(context.get("userAgent"), str) else ""
-        visitor_id = consent.cookieless_id(
-            self.salt.for_time(received_at), source, visitor_ip or ip, agent or user_agent
-        )
-        _cookieless(source).inc()
-        return consent.without_identity(call, visitor_id)
-
     def _unsuppressed(self, events: list[EventRecord], source: str) -> list[EventRecord]:
         """Events of an erased id are dropped (and counted), answered as accepted: the
         client must not retry them, and whether an id was erased is not its business."""
@@ -337,44 +275,6 @@ class Collector:
         if len(kept) != len(events):
             EVENTS_SUPPRESSED.labels("collector", source).inc(len(events) - len(kept))
         return kept
-
-    def _check(self, call: intake.Call, payload: Any, received_at: int, source: str) -> list[str]:
-        if call.size > intake.MAX_EVENT_BYTES:
-            return [f"event is larger than 32 KB ({call.size} bytes)"]
-        reasons = self.validator.validate(payload, received_at_ms=received_at)
-        if reasons or source not in self.validator.plans:
-            return reasons
-        plan, violations = self.validator.plan_violations(payload, source)
-        if plan is None or not violations:
-            return []
-        if not plan.flags:
-            return [f"tracking plan: {v}" for v in violations]
-        context = payload.get("context")
-        payload["context"] = {
-            **(context if isinstance(context, dict) else {}),
-            "tracking_plan": {"source": plan.source, "violations": violations},
-        }
-        return []
-
-
-def dead_letter(payload: Any, reasons: list[str], source: str, received_at: int) -> InvalidRecord:
-    try:
-        text = orjson.dumps(payload).decode()
-    except TypeError:
-        text = repr(payload)
-    message_id = (  # Snowplow's event id is `eid`
-        payload.get("messageId") or payload.get("eid") if isinstance(payload, dict) else None
-    )
-    if not isinstance(message_id, str) or not message_id:
-        message_id = derive_message_id(payload, source)
-    return InvalidRecord(
-        received_at=received_at,
-        source=source,
-        reasons=reasons,
-        payload=text,
-        message_id=message_id,
-        stage="collector",
-    )
 
 
 def _reason_label(reasons: list[str]) -> str:

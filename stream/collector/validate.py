@@ -29,7 +29,7 @@ import fastjsonschema
 try:  # optional: without it every call goes through fastjsonschema alone
     import jsonschema_rs
 except ImportError:  # pragma: no cover - installed with the project
-    jsonschema_rs = None
+    jsonschema_rs = None  # type: ignore[assignment]
 
 from stream.collector.clock import MAX_FUTURE_MS, corrected, parse_iso_ms
 
@@ -97,7 +97,7 @@ class Validator:
         if not isinstance(call, dict):
             return ["event must be a JSON object"]
         try:
-            event = call.get("event")
+            event: Any = call.get("event")
             is_track = call.get("type") == "track" and isinstance(event, str)
             check = self._events.get(event) if is_track else None
             properties = call.get("properties")
@@ -120,7 +120,7 @@ class Validator:
                 return _check_dates(call, received_at_ms)
             reasons = _run(self._envelope, call, "")
             reasons += _check_dates(call, received_at_ms)
-            if event is not None:
+            if event is not None and check is not None:
                 reasons += _run(check, properties or {}, "properties")
         except Exception as exc:  # a validator bug must not take the collector down
             return [f"event could not be validated: {type(exc).__name__}"]
@@ -313,9 +313,9 @@ def _describe(error: fastjsonschema.JsonSchemaValueException, root: str) -> list
 
 
 def _problem(rule: str, definition: dict[str, Any], error: Exception) -> str:
-    limit = definition.get(rule)
+    limit: Any = definition.get(rule)
     if rule == "type":
-        types = limit if isinstance(limit, list) else [limit]
+        types: list[Any] = limit if isinstance(limit, list) else [limit]
         return "must be " + " or ".join(_TYPE_WORDS.get(t, t) for t in types if t != "null")
     if rule == "minimum":
         return f"must be at least {limit}"
