@@ -236,11 +236,10 @@ class Collector:
         gpc = consent.header_on(request.headers.get("Sec-GPC"))
         dnt = consent.header_on(request.headers.get("DNT"))
 
-        sorted_ = self.acceptor.sort(
+        out = self.acceptor.sort(
             calls, shared, source, received_at, ip, user_agent, gpc, dnt, originals, failed or {}
         )
-        events, invalid, errors = sorted_.events, sorted_.invalid, sorted_.errors
-        dropped = sorted_.dropped
+        events, invalid, errors, dropped = out.events, out.invalid, out.errors, out.dropped
         _received(source).inc(len(calls))
         accepted = len(events)
         if self.suppressions is not None and self.suppressions.matcher.hashes:

@@ -77,25 +77,11 @@ class Positions:
         at = at or event_at
         keep: list = []
         seeks: dict[Any, int] = {}
-        # The group's commits move only between calls (the step commits after awaits):
-        # read once per partition per call, not per event.
-        commits: dict[Any, int | None] = {}
         for event in events:
             tp, offset = at(event)
             if assigned is not None and tp not in assigned:
                 continue
             expected = self.next.get(tp)
-            if expected == offset:  # the usual case, decided as below, in short
-                committed = (
-                    commits[tp] if tp in commits else commits.setdefault(tp, self.committed(tp))
-                )
-                if committed is None or committed <= offset:
-                    self.seeking.pop(tp, None)
-                    self.sought.pop(tp, None)
-                    self.moved[tp] = now
-                    keep.append(event)
-                    self.next[tp] = offset + 1
-                    continue
             if expected is None:
                 expected = self.committed(tp)
                 if expected is not None and offset < expected:
@@ -115,11 +101,8 @@ class Positions:
                         self.sought[tp] = now
                         seeks[tp] = expected
                     continue
-            self.seeking.pop(tp, None)
-            self.sought.pop(tp, None)
-            self.moved[tp] = now
+            self._took(tp, offset + 1, now)
             keep.append(event)
-            self.next[tp] = offset + 1
         return keep, seeks
 
     def admit_runs(
@@ -143,16 +126,20 @@ class Positions:
                 if (committed is None or committed <= first) and list(
                     map(_OFFSET, records)
                 ) == list(range(first, first + n)):
-                    self.seeking.pop(tp, None)
-                    self.sought.pop(tp, None)
-                    self.moved[tp] = now
+                    self._took(tp, first + n, now)
                     keep.extend(zip(repeat(tp, n), records, strict=True))
-                    self.next[tp] = first + n
                     continue
             kept, more = self.admit([(tp, r) for r in records], now, assigned, pair_at)
             keep += kept
             seeks.update(more)  # as one admit() call: a later seek of a partition wins
         return keep, seeks
+
+    def _took(self, tp: Any, next_offset: int, now: float) -> None:
+        """Records of `tp` up to `next_offset` applied: any seek of it is done."""
+        self.seeking.pop(tp, None)
+        self.sought.pop(tp, None)
+        self.moved[tp] = now
+        self.next[tp] = next_offset
 
     def reseeks(self, now: float | None = None) -> dict[Any, int]:
         """Seeks to issue again. Faust's fetcher keeps a read offset per partition and
