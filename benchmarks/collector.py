@@ -35,6 +35,7 @@ from benchmarks.harness import (
     spawn,
     wait_http,
 )
+from benchmarks.rawhttp import request_head, split_answer
 
 BATCH = 20
 AUTH = "Basic " + base64.b64encode(b"dev-write-key:").decode()
@@ -92,10 +93,7 @@ def make_bodies(n: int) -> list[bytes]:
 
 def make_requests(host: str, port: int, path: str, bodies: list[bytes]) -> list[bytes]:
     """Complete HTTP/1.1 POST requests, headers and body, ready to write as they are."""
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {AUTH}\r\n"
-        "Content-Type: application/json\r\nUser-Agent: clickstream-bench\r\n"
-    ).encode()
+    head = request_head(host, port, path, "dev-write-key", "clickstream-bench")
     return [head + b"Content-Length: %d\r\n\r\n" % len(body) + body for body in bodies]
 
 
@@ -126,21 +124,17 @@ class KeepAlive(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = self.buffer[:end].lower()
-        length_at = head.find(b"content-length:")
-        if length_at < 0:  # aiohttp answers web.Response with a length; anything else is a bug here
-            self.done.set_exception(RuntimeError(f"answer without Content-Length: {head[:200]!r}"))
+        try:
+            answer = split_answer(self.buffer)
+        except RuntimeError as exc:  # the load must not quietly drop
+            self.done.set_exception(exc)
             self.transport.close()
             return
-        length = int(head[length_at + 15 :].split(b"\r\n", 1)[0])
-        if len(self.buffer) < end + 4 + length:
+        if answer is None:
             return
-        body, self.buffer = self.buffer[end + 4 : end + 4 + length], self.buffer[end + 4 + length :]
+        status, body, self.buffer = answer
         self.tally.latencies.append(time.perf_counter() - self.sent_at)
-        if head[9:12] == b"200":
+        if status == 200:
             self.tally.accepted += orjson.loads(body)["accepted"]
         else:
             self.tally.errors += 1

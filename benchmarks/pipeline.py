@@ -5,11 +5,13 @@
 `clickstream broker`, `worker --roles sink,api`, `worker --roles processor` and
 `worker --roles collector`, each its own process (so each one's CPU and RSS can be
 read), product defaults otherwise. This process offers live traffic from the traffic
-model (timestamps restamped to now, as `clickstream simulate` does) through the
-project's own HTTP sender (`stream.simulate.send.HttpSender`, batches of 20) at a
-steady rate, after a few seconds of warm-up at the same rate. The calls for the warm-up and
-the measured window are generated before the warm-up (the same calls in the same order as
-generating them on the way; it kept ~45 µs per event of traffic-model work out of the load
+model (timestamps restamped to now, as `clickstream simulate` does) in batches of 20,
+as `clickstream simulate`'s HTTP sender posts them but over bare keep-alive connections
+(benchmarks/rawhttp.py: aiohttp's client was most of the load generator's CPU, taken
+from the two cores the pipeline runs on), at a steady rate, after a few seconds of
+warm-up at the same rate. The calls for the warm-up and the measured window are
+generated before the warm-up (the same calls in the same order as generating them on
+the way; it kept ~45 µs per event of traffic-model work out of the load
 generator's measured CPU).
 
 Latency, for events sent in the measured window, from the moment the HTTP answer
@@ -58,6 +60,7 @@ from benchmarks.common import (
     use_uvloop,
 )
 from benchmarks.harness import percentile
+from benchmarks.rawhttp import RawSender
 from stream import topics
 
 BATCH = 20
@@ -72,13 +75,12 @@ class Load:
     def __init__(self, url: str, rate: float) -> None:
         from stream.simulate import Mix, generate
         from stream.simulate.driver import LIVE_SESSION_INTERVAL_S
-        from stream.simulate.send import HttpSender
 
         self.rate = rate
         self.calls = generate(
             11, 20_000, mix=Mix(session_interval_s=LIVE_SESSION_INTERVAL_S), endless=True
         )
-        self.sender = HttpSender(url, WRITE_KEY, CONCURRENCY)
+        self.sender = RawSender(url, WRITE_KEY, CONCURRENCY)
         self.ready: deque[list[dict]] = deque()  # batches generated ahead (prepare)
         self.accepted_at: dict[str, float] = {}  # message id -> wall time of the HTTP answer
         self.sampled: list[str] = []

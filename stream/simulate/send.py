@@ -101,10 +101,10 @@ class HttpSender:
             raise Retryable(f"{self.endpoint}: {type(exc).__name__} {exc}".strip()) from exc
         if status >= 500 or status == 429:
             raise Retryable(f"HTTP {status} from {self.endpoint}")
-        return _read_answer(status, raw, len(calls))
+        return read_answer(status, raw, len(calls))
 
 
-def _read_answer(status: int, raw: bytes, count: int) -> Answer:
+def read_answer(status: int, raw: bytes, count: int) -> Answer:
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError:
