@@ -1,6 +1,6 @@
 """The sink alone under a live trickle: CPU per 1,000 rows and inserts/s.
 
-    PYTHONPATH=. .venv/bin/python -m benchmarks.sink_live RATE SECONDS JOURNEY_FLOOR FETCH_MIN_BYTES
+    PYTHONPATH=. .venv/bin/python -m benchmarks.sink_live RATE SECONDS JOURNEY_FLOOR FETCH_MIN_BYTES [TABLE_SETTINGS]
 
 The `Sink` class in this process, on a fresh embedded broker and chdb directory; a child
 process produces traffic-model events at RATE/s, plus sessions, stage changes and visitors
@@ -8,7 +8,9 @@ process produces traffic-model events at RATE/s, plus sessions, stage changes an
 5 s of warm-up, this process's CPU (the sink's loop and the engine's threads) over SECONDS,
 divided by the rows written, and the inserts per second. JOURNEY_FLOOR sets
 CLICKSTREAM_SINK_JOURNEY_FLUSH_SECONDS; FETCH_MIN_BYTES overrides the consumer's
-FETCH_MIN_BYTES (1 = the behaviour before the sixth session). Prints one JSON line.
+FETCH_MIN_BYTES (1 = the behaviour before the sixth session). TABLE_SETTINGS, e.g.
+`min_parts_to_merge_at_once=10`, is applied to every table (ALTER TABLE ... MODIFY SETTING)
+before the sink starts, to try MergeTree settings. Prints one JSON line.
 No query API, no look-ups: the figure is the sink's own.
 """
 
@@ -92,7 +94,9 @@ def _counter(name: str, suffix: str) -> float:
     )
 
 
-async def run(rate: float, seconds: float, floor: str, min_bytes: int) -> dict:
+async def run(
+    rate: float, seconds: float, floor: str, min_bytes: int, table_settings: str = ""
+) -> dict:
     from benchmarks.harness import free_port
 
     port = free_port()
@@ -116,6 +120,15 @@ async def run(rate: float, seconds: float, floor: str, min_bytes: int) -> dict:
     await create_topics(settings)
     client = open_client(f"chdb:{data}/ch")
     migrate.apply(client, settings)
+    if table_settings:
+        names = client.query(
+            "SELECT name FROM system.tables WHERE database = {db:String} AND engine LIKE '%MergeTree'",
+            parameters={"db": settings.database},
+        ).result_rows
+        for (name,) in names:
+            client.command(
+                f"ALTER TABLE {settings.database}.{name} MODIFY SETTING {table_settings}"
+            )
     consumer.tune_gc()
     sink = consumer.Sink(settings, client)
     await sink.start()
@@ -137,6 +150,7 @@ async def run(rate: float, seconds: float, floor: str, min_bytes: int) -> dict:
         "rate": rate,
         "journey_floor_s": float(floor),
         "fetch_min_bytes": min_bytes,
+        "table_settings": table_settings,
         "cpu_s_per_1k_rows": round(cpu * 1000 / rows, 4) if rows else None,
         "busy_cores": round(cpu / elapsed, 3),
         "inserts_per_s": round(inserts / elapsed, 2),
@@ -147,7 +161,8 @@ async def run(rate: float, seconds: float, floor: str, min_bytes: int) -> dict:
 
 def main() -> None:
     rate, seconds, floor, min_bytes = sys.argv[1:5]
-    result = asyncio.run(run(float(rate), float(seconds), floor, int(min_bytes)))
+    table_settings = sys.argv[5] if len(sys.argv) > 5 else ""
+    result = asyncio.run(run(float(rate), float(seconds), floor, int(min_bytes), table_settings))
     print(json.dumps(result), flush=True)
     os._exit(0)  # the broker child dies with us (PR_SET_PDEATHSIG)
 
