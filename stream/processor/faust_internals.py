@@ -32,10 +32,7 @@ for comparisons only; the processor refuses to run on the embedded broker withou
    keeps what Faust's way drops: Faust empties its stream queues whenever its flow
    control resumes, which it does once more at the end of a rebalance, after the
    partitions were resumed and read (`Recovery.on_recovery_completed`), so records
-   fetched in between were lost; the batch queues are never emptied. Their records
-   are `Fetched`, not aiokafka's `ConsumerRecord` (an 11-field dataclass, headers
-   copied, about 0.7 µs each in the consumer's thread): what the step and the engine
-   read of a record, made in C.
+   fetched in between were lost; the batch queues are never emptied.
 
 Part 2, private calls the processor's batch step makes (no public API does these):
 - `seek`: aiokafka's seek is not thread-safe and Faust runs the consumer in a thread
@@ -61,26 +58,12 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 
-import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 log = logging.getLogger(__name__)
 FAUST_VERSION = "0.15.3"
 FETCH_MAX_WAIT_MS = 100
 _applied = False
-
-
-class Fetched(msgspec.Struct, gc=False):
-    """A fetched record of a batch topic (patch 4): the fields the step, the engine and
-    the RocksDB store (`.partition`) read. gc=False: it holds no container."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
 _batch_queues: dict[str, asyncio.Queue] = {}  # topic -> fetched [(tp, [records])] lists
 
 
@@ -189,31 +172,8 @@ def apply() -> bool:
 
     if os.environ.get("CLICKSTREAM_FAUST_INLINE", "1") != "0":  # for A/B measurements
         consumer_module.Consumer._drain_messages = _drain_messages
-    if os.environ.get("CLICKSTREAM_FAUST_FETCHED", "1") != "0":  # for A/B measurements
-        _light_records()
     _applied = True
     return True
-
-
-def _light_records() -> None:
-    """Patch 4's records: a batch topic's records are made `Fetched` as aiokafka's
-    fetcher unpacks them (`PartitionRecords._consumer_record`); other topics' and any
-    with a deserializer (Faust's consumer sets none) stay ConsumerRecords."""
-    from aiokafka.consumer.fetcher import PartitionRecords
-
-    consumer_record = PartitionRecords._consumer_record
-    queues = _batch_queues
-
-    def _consumer_record(self, tp, record):
-        if (
-            tp.topic in queues
-            and self._key_deserializer is None
-            and self._value_deserializer is None
-        ):
-            return Fetched(tp.topic, tp.partition, record.offset, record.key, record.value)
-        return consumer_record(self, tp, record)
-
-    PartitionRecords._consumer_record = _consumer_record
 
 
 # --- part 2: private calls of the batch step ----------------------------------------

@@ -89,8 +89,8 @@ class Step:
 
     async def _run(self, batches: AsyncIterator[list]) -> None:
         """`batches`: lists of (tp, records), each a partition's records in offset order;
-        a record has topic, partition, offset, key and value (faust_internals.Fetched,
-        an aiokafka ConsumerRecord, or a Faust Message)."""
+        a record has topic, partition, offset, key and value (an aiokafka ConsumerRecord,
+        or a Faust Message)."""
         finishing: asyncio.Future | None = None
         number = 0
         async for runs in batches:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
-from aiokafka.consumer.fetcher import PartitionRecords
-from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.transport import consumer as consumer_module
 from faust.transport.drivers import aiokafka as driver
 
@@ -22,13 +18,11 @@ def pristine(monkeypatch):
         (consumer_module.Consumer, "_drain_messages"),
         (driver.AIOKafkaConsumerThread, "_highwaters"),
         (driver.AIOKafkaConsumerThread, "_create_worker_consumer"),
-        (PartitionRecords, "_consumer_record"),
     ):
         monkeypatch.setattr(owner, name, getattr(owner, name))
     monkeypatch.setattr(faust_internals, "_applied", False)
     monkeypatch.delenv("CLICKSTREAM_FAUST_PATCHES", raising=False)
     monkeypatch.delenv("CLICKSTREAM_FAUST_INLINE", raising=False)
-    monkeypatch.delenv("CLICKSTREAM_FAUST_FETCHED", raising=False)
     return monkeypatch
 
 
@@ -115,19 +109,3 @@ def test_the_store_reader_reads_what_the_table_holds() -> None:
     assert read(b"k") == table.get(b"k") == b"v"
     table.data.pop(b"k")
     assert read(b"k") is None and table.get(b"k") is None
-
-
-def test_batch_topics_records_are_light_and_the_rest_stay_aiokafkas(pristine) -> None:
-    pristine.setattr(faust_internals, "_batch_queues", {})
-    faust_internals.apply()
-    faust_internals.deliver_in_batches("events")
-    fetched = SimpleNamespace(
-        offset=7, key=b"k", value=b"v", timestamp=1, timestamp_type=0, checksum=None, headers=[]
-    )
-    unpacking = object.__new__(PartitionRecords)
-    unpacking._key_deserializer = unpacking._value_deserializer = None
-    light = unpacking._consumer_record(TopicPartition("events", 2), fetched)
-    assert light == faust_internals.Fetched("events", 2, 7, b"k", b"v")
-    other = unpacking._consumer_record(TopicPartition("other", 2), fetched)
-    assert isinstance(other, ConsumerRecord)
-    assert (other.topic, other.partition, other.offset, other.key) == ("other", 2, 7, b"k")
