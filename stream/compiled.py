@@ -45,7 +45,6 @@ MODULES = (  # not stream.records: msgspec reads EventRecord's annotations (EVEN
     "stream.metrics.observe",
     "stream.processor.schedule",
     "stream.processor.engine",
-    "stream.processor.inflight",
     # The collector's per-event work (server.py, publish.py: aiohttp and aiokafka, stay pure).
     "stream.collector.clock",
     "stream.collector.consent",

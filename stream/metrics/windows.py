@@ -30,6 +30,7 @@ The rules, in one place:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from hashlib import blake2b
 from typing import Any
 
@@ -126,22 +127,9 @@ class PartitionRecord:
 # --- state keys ---------------------------------------------------------------
 
 
-# Pure functions' results by argument, emptied when full: a dict read in compiled code
-# costs a third of an lru_cache call, and these run per event (BENCHMARKS.md, eighth
-# session).
-CACHE_SIZE = 65_536
-_ROW_KEYS: dict[tuple[int, int, Dims], bytes] = {}
-_HASHES: dict[Dims, int] = {}
-
-
+@lru_cache(maxsize=65_536)
 def row_key(partition: int, window: int, dims: Dims) -> bytes:
-    args = (partition, window, dims)
-    key = _ROW_KEYS.get(args)
-    if key is None:
-        if len(_ROW_KEYS) >= CACHE_SIZE:
-            _ROW_KEYS.clear()
-        key = _ROW_KEYS[args] = orjson.dumps([partition, window, *dims])
-    return key
+    return orjson.dumps([partition, window, *dims])
 
 
 def parse_row_key(key: bytes) -> tuple[int, int, Dims]:
@@ -199,14 +187,9 @@ def dims_for(
     )
 
 
+@lru_cache(maxsize=65_536)
 def _hash(dims: Dims) -> int:
-    h = _HASHES.get(dims)
-    if h is None:
-        if len(_HASHES) >= CACHE_SIZE:
-            _HASHES.clear()
-        digest = blake2b("\x1f".join(dims).encode(), digest_size=6).digest()
-        h = _HASHES[dims] = int.from_bytes(digest, "big")
-    return h
+    return int.from_bytes(blake2b("\x1f".join(dims).encode(), digest_size=6).digest(), "big")
 
 
 def first_in_row(counted: list, window: int, dims: Dims) -> tuple[bool, list]:
