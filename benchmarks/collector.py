@@ -38,7 +38,8 @@ from benchmarks.harness import (
 from benchmarks.rawhttp import request_head, split_answer
 
 BATCH = 20
-AUTH = "Basic " + base64.b64encode(b"dev-write-key:").decode()
+WRITE_KEY = "dev-write-key"
+AUTH = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
 
 
 @dataclass
@@ -93,7 +94,7 @@ def make_bodies(n: int) -> list[bytes]:
 
 def make_requests(host: str, port: int, path: str, bodies: list[bytes]) -> list[bytes]:
     """Complete HTTP/1.1 POST requests, headers and body, ready to write as they are."""
-    head = request_head(host, port, path, "dev-write-key", "clickstream-bench")
+    head = request_head(host, port, path, WRITE_KEY, "clickstream-bench")
     return [head + b"Content-Length: %d\r\n\r\n" % len(body) + body for body in bodies]
 
 

@@ -7,7 +7,7 @@
 read), product defaults otherwise. This process offers live traffic from the traffic
 model (timestamps restamped to now, as `clickstream simulate` does) in batches of 20,
 as `clickstream simulate`'s HTTP sender posts them but over bare keep-alive connections
-(benchmarks/rawhttp.py: aiohttp's client was most of the load generator's CPU, taken
+(benchmarks/rawhttp.py: aiohttp's client was ~40 % of the load generator's CPU, taken
 from the two cores the pipeline runs on), at a steady rate, after a few seconds of
 warm-up at the same rate. The calls for the warm-up and the measured window are
 generated before the warm-up (the same calls in the same order as generating them on

@@ -1,9 +1,10 @@
 """A load generator's HTTP/1.1 client that costs the shared CPUs little.
 
 The benchmarks run the load generator on the same two cores as what they measure, so
-its cost is taken from the system under test. aiohttp's client spends about 0.7 of the
-pipeline load generator's CPU on its request and response machinery; these requests are
-written whole over keep-alive connections from a bare asyncio protocol instead. The
+its cost is taken from the system under test. aiohttp's client was about 40 % of the
+pipeline load generator's py-spy samples (its request and response machinery); these
+requests are written whole over keep-alive connections from a bare asyncio protocol
+instead. The
 collector sees the same bytes on the wire an SDK sends: a POST with Basic auth and a
 JSON body, answered with a Content-Length (aiohttp's web.Response always sets one).
 """
@@ -98,7 +99,8 @@ class RawSender:
             self.host, self.port, "/v1/batch", write_key, "clickstream-simulator/1.0"
         )
         self.concurrency = concurrency
-        self.idle: asyncio.Queue[_Connection] = asyncio.Queue()
+        # A slot per concurrent request: its connection, or None until one is made.
+        self.idle: asyncio.Queue[_Connection | None] = asyncio.Queue()
 
     async def start(self) -> None:
         for _ in range(self.concurrency):
@@ -107,7 +109,7 @@ class RawSender:
     async def stop(self) -> None:
         while not self.idle.empty():
             connection = self.idle.get_nowait()
-            if connection.transport is not None:
+            if connection is not None and connection.transport is not None:
                 connection.transport.close()
 
     async def _connect(self) -> _Connection:
@@ -120,11 +122,14 @@ class RawSender:
         request = self.head + b"Content-Length: %d\r\n\r\n" % len(body) + body
         connection = await self.idle.get()
         try:
+            if connection is None or connection.lost:  # reconnected here, never lost as a slot
+                connection = None
+                connection = await self._connect()
             status, raw = await connection.post(request)
         except (OSError, RuntimeError) as exc:
             raise Retryable(f"{type(exc).__name__} {exc}".strip()) from exc
         finally:
-            self.idle.put_nowait(connection if not connection.lost else await self._connect())
+            self.idle.put_nowait(connection)
         if status >= 500 or status == 429:
             raise Retryable(f"HTTP {status}")
         return read_answer(status, raw, len(calls))

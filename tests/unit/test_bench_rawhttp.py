@@ -33,3 +33,46 @@ def test_two_answers_in_one_read_leave_the_second() -> None:
 def test_an_answer_without_a_length_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="Content-Length"):
         split_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+
+async def test_the_sender_posts_batches_and_reconnects_after_the_server_closed() -> None:
+    """RawSender against a real aiohttp server: the answer is read as HttpSender reads
+    it, and a connection the server closed is replaced, not lost as a slot."""
+    import orjson
+    from aiohttp import web
+
+    from benchmarks.harness import free_port
+    from benchmarks.rawhttp import RawSender
+
+    bodies: list[dict] = []
+
+    async def batch(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        bodies.append(body)
+        assert request.headers["Authorization"].startswith("Basic ")
+        return web.json_response({"accepted": len(body["batch"]), "rejected": 0})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", batch)
+    port = free_port()
+
+    async def serve() -> web.AppRunner:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return runner
+
+    runner = await serve()
+    sender = RawSender(f"http://127.0.0.1:{port}", "key", concurrency=1)
+    await sender.start()
+    try:
+        answer = await sender.send([{"type": "track", "event": "A"}] * 3)
+        assert (answer.accepted, answer.rejected, answer.error) == (3, 0, "")
+        await runner.cleanup()  # closes the kept-alive connection
+        runner = await serve()
+        answer = await sender.send([{"type": "track", "event": "B"}])
+        assert answer.accepted == 1
+        assert [len(b["batch"]) for b in bodies] == [3, 1] and "sentAt" in bodies[0]
+    finally:
+        await sender.stop()
+        await runner.cleanup()
