@@ -188,8 +188,8 @@ def tick(
     watched = _watched(state)
     if settles:
         for s in list(state.sessions):
+            state.sessions.remove(s)  # closed, so no longer held (_close's floor)
             _close(state, s, s.ended_by or end_reason(s, rules), rules, out)
-        state.sessions = []
     if lapses:
         _lapse(state, machine, lapse_ms, out)
     out.triggers = consent.gate(out.triggers, out.withheld, state.marketing)
@@ -305,9 +305,9 @@ def _close_settled(state: VisitorState, settled_at: int, rules: SessionRules, ou
             break
     else:
         return  # none settled: the usual case
-    settled = [s for s in state.sessions if reach(s, rules) <= settled_at]
-    state.sessions = [s for s in state.sessions if reach(s, rules) > settled_at]
-    for s in settled:
+    for s in [s for s in state.sessions if reach(s, rules) <= settled_at]:
+        # One at a time: those still to close are still held (_close's floor).
+        state.sessions.remove(s)
         _close(state, s, s.ended_by or end_reason(s, rules), rules, out)
 
 

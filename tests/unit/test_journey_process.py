@@ -242,3 +242,35 @@ def test_a_forgotten_reopened_session_is_never_started_again_under_its_id() -> N
             summaries[s["session_id"]] = s
     assert last.late and not last.applied
     assert state.floor > T0
+
+
+def test_sessions_closed_together_set_the_floor_from_what_is_still_held() -> None:
+    """Found by the property test (eighth session): one tick closes more sessions than
+    MAX_CLOSED_KEPT keeps. The floor for a forgotten one used to count the sessions the
+    same tick had already closed and forgotten as still held, so it stayed below the
+    forgotten session; its next event opened a new session under the old id, whose
+    summaries went back to version 2 (the sink kept the stale row)."""
+    rules = SessionRules(timeout_ms=MIN, max_ms=10 * MIN, lateness_ms=60 * MIN)
+    starts = [T0 + i * 5 * MIN for i in range(MAX_CLOSED_KEPT + 2)]  # a session each
+    state, summaries = None, {}
+
+    def note(outcome) -> None:
+        for s in outcome.sessions:
+            before = summaries.get(s["session_id"])
+            assert before is None or s["version"] > before["version"], (before, s)
+            summaries[s["session_id"]] = s
+
+    for offset, ts in enumerate(starts):
+        outcome = apply(state, event(ts=ts, message_id=f"m{offset}"), offset, rules, MACHINE)
+        note(outcome)
+        state = outcome.state or state
+    closing = tick(state, starts[-1] + DAY_MS, rules, MACHINE)  # closes every one
+    note(closing)
+    state = closing.state
+    assert not state.sessions and len(state.closed) == MAX_CLOSED_KEPT
+    late = event(ts=starts[1], message_id="late")  # in the second, forgotten session
+    late["received_at"] = starts[-1] + DAY_MS
+    outcome = apply(state, late, len(starts), rules, MACHINE)
+    note(outcome)
+    assert outcome.late and not outcome.applied
+    assert state.floor > starts[1]
