@@ -1,0 +1,148 @@
+"""The floor under the collector's CPU: what the HTTP stack and the Kafka producer cost for
+the collector benchmark's traffic when our own per-event work is taken out.
+
+    .venv/bin/python -m benchmarks.collector_floor --seconds 15
+
+Same load as benchmarks/collector.py (its raw load generator, batches of 20, 32
+keep-alive connections) against three servers, each on uvloop and aiohttp configured as
+the collector's (`stream.collector.server.serve`: no access log, no auto-decompress):
+
+- `http`: reads the body and answers the collector's JSON answer. No parsing.
+- `http+json`: also parses the body with orjson and counts the calls.
+- `http+json+kafka`: also publishes every call as its own record through the collector's
+  own `Publisher` (same rounds, same batches, acks=all), keyed by its anonymousId. No
+  validation, normalisation, enrichment or metrics.
+
+It prints each server's CPU per 1,000 events next to the real collector's, so the share
+of the collector that is the stack and the share that is ours are measured, not guessed
+from a profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import orjson
+
+from benchmarks.collector import make_bodies, measure, run_load
+from benchmarks.harness import Proc, free_port, processes, spawn, wait_http
+
+LEVELS = ("http", "http+json", "http+json+kafka")
+
+
+async def _serve(level: str, port: int) -> None:
+    from aiohttp import web
+
+    from stream import config
+    from stream.collector.publish import Publisher
+
+    publisher = None
+    if level == "http+json+kafka":
+        publisher = Publisher(config.load(dict(os.environ)))
+        await publisher.start()
+    answer = {"success": True, "accepted": 20, "rejected": 0}
+
+    async def batch(request: web.Request) -> web.Response:
+        raw = await request.read()
+        if level != "http":
+            calls = orjson.loads(raw)["batch"]
+            answer["accepted"] = len(calls)
+            if publisher is not None:
+                now = int(time.time() * 1000)
+                for call in calls:
+                    call["visitor_id"], call["ts"] = call["anonymousId"], now
+                await publisher.publish(calls, [])
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(client_max_size=512 * 1024)
+    app.router.add_post("/v1/batch", batch)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None, auto_decompress=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
+    await asyncio.Event().wait()
+
+
+def _spawn_floor(level: str, port: int, env: dict[str, str]) -> Proc:
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.collector_floor", "--serve", level, "--port", f"{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    return Proc(level, popen)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument(
+        "--no-collector", action="store_true", help="the floors only, not the real collector"
+    )
+    parser.add_argument("--serve", choices=LEVELS, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    with contextlib.suppress(ImportError):  # as the collector and the load generator run
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    if args.serve:
+        asyncio.run(_serve(args.serve, args.port))
+        return
+
+    broker_port = free_port()
+    env = {
+        **os.environ,
+        "CLICKSTREAM_BROKER_PORT": str(broker_port),
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}",
+        "CLICKSTREAM_LOG_LEVEL": "WARNING",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    bodies = make_bodies(2000)
+    with tempfile.TemporaryDirectory() as logs, processes() as procs:
+        broker = spawn("broker", ["broker"], {**env, "KAFKA_BOOTSTRAP_SERVERS": ""}, logs)
+        procs.append(broker)
+        time.sleep(1.0)
+        servers: list[tuple[str, Proc, int]] = []
+        for level in LEVELS if args.no_collector else (*LEVELS, "collector"):
+            port = free_port()
+            if level == "collector":
+                server_env = {**env, "CLICKSTREAM_HTTP_PORT": str(port)}
+                server = spawn("collector", ["role", "collector"], server_env, logs)
+            else:
+                server = _spawn_floor(level, port, env)
+            procs.append(server)
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+            servers.append((level, server, port))
+        for level, server, port in servers:
+            run_load("raw", port, bodies, args.warmup, args.concurrency)
+            run = measure(
+                server,
+                broker,
+                lambda port=port: run_load("raw", port, bodies, args.seconds, args.concurrency),
+            )
+            print(
+                f"{level:>16}: {run.rate:>7,.0f} events/s, CPU {run.per_k(run.collector_cpu):.4f} s "
+                f"per 1,000 events ({run.collector_cpu / run.elapsed:.0%} of a core), broker "
+                f"{run.per_k(run.broker_cpu):.4f}, errors {run.tally.errors}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
