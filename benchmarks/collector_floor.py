@@ -12,6 +12,13 @@ the collector's (`stream.collector.server.serve`: no access log, no auto-decompr
 - `http+json+kafka`: also publishes every call as its own record through the collector's
   own `Publisher` (same rounds, same batches, acks=all), keyed by its anonymousId. No
   validation, normalisation, enrichment or metrics.
+- `http+json+aiokafka.send`: the same records through aiokafka's own `send` (one future
+  per record, 5 ms linger, acks=all) instead of our `Publisher`: the stock way, for
+  comparison.
+- `http+json+librdkafka` (only with `--levels`; confluent-kafka is not a dependency:
+  `pip install --target /tmp/ck confluent-kafka`, then `PYTHONPATH=/tmp/ck`): the same
+  records through librdkafka (5 ms linger, acks=all, its poll loop in a thread, one
+  delivery callback per record), to see whether a C client would lower the floor.
 
 It prints each server's CPU per 1,000 events next to the real collector's, so the share
 of the collector that is the stack and the share that is ours are measured, not guessed
@@ -34,19 +41,53 @@ import orjson
 from benchmarks.collector import make_bodies, measure, run_load
 from benchmarks.harness import Proc, free_port, processes, spawn, wait_http
 
-LEVELS = ("http", "http+json", "http+json+kafka")
+LEVELS = ("http", "http+json", "http+json+kafka", "http+json+aiokafka.send")
+EXTRA = ("http+json+librdkafka",)
 
 
 async def _serve(level: str, port: int) -> None:
     from aiohttp import web
 
-    from stream import config
+    from stream import config, topics
     from stream.collector.publish import Publisher
 
-    publisher = None
+    settings = config.load(dict(os.environ))
+    events_topic = settings.topic(topics.EVENTS)
+    publisher = producer = None
     if level == "http+json+kafka":
-        publisher = Publisher(config.load(dict(os.environ)))
+        publisher = Publisher(settings)
         await publisher.start()
+    elif level == "http+json+aiokafka.send":
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=1024 * 1024,
+        )
+        await producer.start()
+    elif level == "http+json+librdkafka":
+        import threading
+
+        import confluent_kafka
+
+        loop = asyncio.get_running_loop()
+        rdk = confluent_kafka.Producer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "acks": "all",
+                "linger.ms": 5,
+                "enable.idempotence": False,
+                "batch.size": 1024 * 1024,
+            }
+        )
+
+        def poll() -> None:
+            while True:
+                rdk.poll(0.1)
+
+        threading.Thread(target=poll, daemon=True).start()
     answer = {"success": True, "accepted": 20, "rejected": 0}
 
     async def batch(request: web.Request) -> web.Response:
@@ -59,6 +100,31 @@ async def _serve(level: str, port: int) -> None:
                 for call in calls:
                     call["visitor_id"], call["ts"] = call["anonymousId"], now
                 await publisher.publish(calls, [])
+            elif level == "http+json+librdkafka":
+                done = loop.create_future()
+                left = [len(calls)]
+
+                def delivered(err, msg, done=done, left=left) -> None:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        loop.call_soon_threadsafe(done.set_result, err)
+
+                for c in calls:
+                    rdk.produce(
+                        events_topic,
+                        orjson.dumps(c),
+                        c["anonymousId"].encode(),
+                        on_delivery=delivered,
+                    )
+                await done
+            elif producer is not None:
+                sent = [
+                    await producer.send(
+                        events_topic, orjson.dumps(c), key=c["anonymousId"].encode()
+                    )
+                    for c in calls
+                ]
+                await asyncio.gather(*sent)
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     async def healthz(request: web.Request) -> web.Response:
@@ -93,7 +159,8 @@ def main() -> None:
     parser.add_argument(
         "--no-collector", action="store_true", help="the floors only, not the real collector"
     )
-    parser.add_argument("--serve", choices=LEVELS, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=LEVELS + EXTRA, help=argparse.SUPPRESS)
+    parser.add_argument("--levels", default=",".join(LEVELS))
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -119,7 +186,8 @@ def main() -> None:
         procs.append(broker)
         time.sleep(1.0)
         servers: list[tuple[str, Proc, int]] = []
-        for level in LEVELS if args.no_collector else (*LEVELS, "collector"):
+        levels = args.levels.split(",")
+        for level in levels if args.no_collector else (*levels, "collector"):
             port = free_port()
             if level == "collector":
                 server_env = {**env, "CLICKSTREAM_HTTP_PORT": str(port)}
@@ -137,7 +205,7 @@ def main() -> None:
                 lambda port=port: run_load("raw", port, bodies, args.seconds, args.concurrency),
             )
             print(
-                f"{level:>16}: {run.rate:>7,.0f} events/s, CPU {run.per_k(run.collector_cpu):.4f} s "
+                f"{level:>23}: {run.rate:>7,.0f} events/s, CPU {run.per_k(run.collector_cpu):.4f} s "
                 f"per 1,000 events ({run.collector_cpu / run.elapsed:.0%} of a core), broker "
                 f"{run.per_k(run.broker_cpu):.4f}, errors {run.tally.errors}",
                 flush=True,
