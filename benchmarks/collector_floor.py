@@ -38,7 +38,7 @@ import time
 
 import orjson
 
-from benchmarks.collector import make_bodies, measure, run_load
+from benchmarks.collector import Run, make_bodies, measure, run_load
 from benchmarks.harness import Proc, free_port, processes, spawn, wait_http
 
 LEVELS = ("http", "http+json", "http+json+kafka", "http+json+aiokafka.send")
@@ -139,6 +139,15 @@ async def _serve(level: str, port: int) -> None:
     await asyncio.Event().wait()
 
 
+def report_line(level: str, run: Run) -> str:
+    """One server's figures; `make bench` parses them (benchmarks/__main__.py FLOOR_LINE)."""
+    return (
+        f"{level:>23}: {run.rate:>7,.0f} events/s, CPU {run.per_k(run.collector_cpu):.4f} s "
+        f"per 1,000 events ({run.collector_cpu / run.elapsed:.0%} of a core), broker "
+        f"{run.per_k(run.broker_cpu):.4f}, errors {run.tally.errors}"
+    )
+
+
 def _spawn_floor(level: str, port: int, env: dict[str, str]) -> Proc:
     popen = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.collector_floor", "--serve", level, "--port", f"{port}"],
@@ -204,12 +213,7 @@ def main() -> None:
                 broker,
                 lambda port=port: run_load("raw", port, bodies, args.seconds, args.concurrency),
             )
-            print(
-                f"{level:>23}: {run.rate:>7,.0f} events/s, CPU {run.per_k(run.collector_cpu):.4f} s "
-                f"per 1,000 events ({run.collector_cpu / run.elapsed:.0%} of a core), broker "
-                f"{run.per_k(run.broker_cpu):.4f}, errors {run.tally.errors}",
-                flush=True,
-            )
+            print(report_line(level, run), flush=True)
 
 
 if __name__ == "__main__":
