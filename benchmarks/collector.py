@@ -251,6 +251,18 @@ def measure(collector: Proc, broker: Proc, load: Callable[[], Tally]) -> Run:
     )
 
 
+def bench_env(broker_port: int) -> dict[str, str]:
+    """The environment of the benchmark's processes: its own embedded broker, quiet logs."""
+    env = {
+        **os.environ,
+        "CLICKSTREAM_BROKER_PORT": str(broker_port),
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}",
+        "CLICKSTREAM_LOG_LEVEL": "WARNING",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -279,14 +291,7 @@ def main() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
     broker_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "CLICKSTREAM_BROKER_PORT": str(broker_port),
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}",
-        "CLICKSTREAM_HTTP_PORT": str(http_port),
-        "CLICKSTREAM_LOG_LEVEL": "WARNING",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env = {**bench_env(broker_port), "CLICKSTREAM_HTTP_PORT": str(http_port)}
     bodies = make_bodies(2000)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory() as logs, processes() as procs:

@@ -4,8 +4,9 @@ the collector benchmark's traffic when our own per-event work is taken out.
     .venv/bin/python -m benchmarks.collector_floor --seconds 15
 
 Same load as benchmarks/collector.py (its raw load generator, batches of 20, 32
-keep-alive connections) against three servers, each on uvloop and aiohttp configured as
-the collector's (`stream.collector.server.serve`: no access log, no auto-decompress):
+keep-alive connections) against four servers (a fifth on request), each on uvloop and
+aiohttp configured as the collector's (`stream.collector.server.serve`: no access log, no
+auto-decompress):
 
 - `http`: reads the body and answers the collector's JSON answer. No parsing.
 - `http+json`: also parses the body with orjson and counts the calls.
@@ -35,29 +36,39 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 
-from benchmarks.collector import Run, make_bodies, measure, run_load
+from benchmarks.collector import BATCH, Run, bench_env, make_bodies, measure, run_load
 from benchmarks.harness import Proc, free_port, processes, spawn, wait_http
 
 LEVELS = ("http", "http+json", "http+json+kafka", "http+json+aiokafka.send")
 EXTRA = ("http+json+librdkafka",)
 
 
-async def _serve(level: str, port: int) -> None:
-    from aiohttp import web
+Publish = Callable[[list[dict]], Awaitable[None]]
 
+
+async def _publisher(level: str) -> Publish | None:
+    """How the level sends a request's calls to Kafka, acknowledged; None: it does not."""
     from stream import config, topics
     from stream.collector.publish import Publisher
 
     settings = config.load(dict(os.environ))
     events_topic = settings.topic(topics.EVENTS)
-    publisher = producer = None
     if level == "http+json+kafka":
         publisher = Publisher(settings)
         await publisher.start()
-    elif level == "http+json+aiokafka.send":
+
+        async def ours(calls: list[dict]) -> None:
+            now = int(time.time() * 1000)
+            for call in calls:
+                call["visitor_id"], call["ts"] = call["anonymousId"], now
+            await publisher.publish(calls, [])
+
+        return ours
+    if level == "http+json+aiokafka.send":
         from aiokafka import AIOKafkaProducer
 
         producer = AIOKafkaProducer(
@@ -67,7 +78,16 @@ async def _serve(level: str, port: int) -> None:
             max_batch_size=1024 * 1024,
         )
         await producer.start()
-    elif level == "http+json+librdkafka":
+
+        async def stock(calls: list[dict]) -> None:
+            sent = [
+                await producer.send(events_topic, orjson.dumps(c), key=c["anonymousId"].encode())
+                for c in calls
+            ]
+            await asyncio.gather(*sent)
+
+        return stock
+    if level == "http+json+librdkafka":
         import threading
 
         import confluent_kafka
@@ -88,43 +108,40 @@ async def _serve(level: str, port: int) -> None:
                 rdk.poll(0.1)
 
         threading.Thread(target=poll, daemon=True).start()
-    answer = {"success": True, "accepted": 20, "rejected": 0}
+
+        async def librdkafka(calls: list[dict]) -> None:
+            done = loop.create_future()
+            left = [len(calls)]
+
+            def delivered(err, msg) -> None:  # in the poll thread
+                left[0] -= 1
+                if left[0] == 0:
+                    loop.call_soon_threadsafe(done.set_result, err)
+
+            for c in calls:
+                rdk.produce(
+                    events_topic, orjson.dumps(c), c["anonymousId"].encode(), on_delivery=delivered
+                )
+            await done
+
+        return librdkafka
+    return None
+
+
+async def _serve(level: str, port: int) -> None:
+    from aiohttp import web
+
+    publish = await _publisher(level)
 
     async def batch(request: web.Request) -> web.Response:
         raw = await request.read()
+        accepted = BATCH
         if level != "http":
             calls = orjson.loads(raw)["batch"]
-            answer["accepted"] = len(calls)
-            if publisher is not None:
-                now = int(time.time() * 1000)
-                for call in calls:
-                    call["visitor_id"], call["ts"] = call["anonymousId"], now
-                await publisher.publish(calls, [])
-            elif level == "http+json+librdkafka":
-                done = loop.create_future()
-                left = [len(calls)]
-
-                def delivered(err, msg, done=done, left=left) -> None:
-                    left[0] -= 1
-                    if left[0] == 0:
-                        loop.call_soon_threadsafe(done.set_result, err)
-
-                for c in calls:
-                    rdk.produce(
-                        events_topic,
-                        orjson.dumps(c),
-                        c["anonymousId"].encode(),
-                        on_delivery=delivered,
-                    )
-                await done
-            elif producer is not None:
-                sent = [
-                    await producer.send(
-                        events_topic, orjson.dumps(c), key=c["anonymousId"].encode()
-                    )
-                    for c in calls
-                ]
-                await asyncio.gather(*sent)
+            accepted = len(calls)
+            if publish is not None:
+                await publish(calls)
+        answer = {"success": True, "accepted": accepted, "rejected": 0}
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     async def healthz(request: web.Request) -> web.Response:
@@ -182,13 +199,7 @@ def main() -> None:
         return
 
     broker_port = free_port()
-    env = {
-        **os.environ,
-        "CLICKSTREAM_BROKER_PORT": str(broker_port),
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}",
-        "CLICKSTREAM_LOG_LEVEL": "WARNING",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env = bench_env(broker_port)
     bodies = make_bodies(2000)
     with tempfile.TemporaryDirectory() as logs, processes() as procs:
         broker = spawn("broker", ["broker"], {**env, "KAFKA_BOOTSTRAP_SERVERS": ""}, logs)
